@@ -1,0 +1,3 @@
+from slm_factory.cli import main
+
+main()

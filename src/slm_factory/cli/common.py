@@ -1,0 +1,112 @@
+"""What every command shares: the common options, output, logging, config loading."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, TypeVar
+
+import typer
+from rich.console import Console
+
+from slm_factory.pipeline import Progress
+
+if TYPE_CHECKING:
+    from slm_factory.config import ProjectConfig
+
+T = TypeVar("T")
+
+console = Console()
+errors = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", help="Path to project.yaml.", show_default=True)
+]
+VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Show debug detail.")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Show only errors and results.")]
+
+
+class Output:
+    """How chatty this run is; set once per command from -v/-q."""
+
+    quiet = False
+
+
+def setup_output(verbose: bool, quiet: bool) -> None:
+    Output.quiet = quiet
+    level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO
+    from rich.logging import RichHandler
+
+    handler = RichHandler(console=errors, show_time=False, show_path=verbose, markup=False)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("slm_factory")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print one error line and return the Exit to raise (so callers write `raise fail(...)`)."""
+    errors.print(f"[red]error:[/red] {message}", markup=True, highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def load_project(path: Path) -> ProjectConfig:
+    from slm_factory.config import ConfigError, load_config
+
+    try:
+        config = load_config(path)
+    except ConfigError as error:
+        for line in error.lines:
+            errors.print(f"[red]error:[/red] {line}", markup=True, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    for notice in config.notices:
+        logging.getLogger("slm_factory").warning(notice)
+    return config
+
+
+def confirm(question: str, yes: bool) -> bool:
+    """Ask before destroying anything; with no terminal to ask, refuse unless --yes."""
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        errors.print(f"{question} -- no terminal to ask; pass --yes to confirm", highlight=False)
+        return False
+    return typer.confirm(question, default=False)
+
+
+class RichProgress(Progress):
+    """A Rich progress bar with count, rate and time left; silent with --quiet."""
+
+    def track(self, items: Iterable[T], total: int, description: str) -> Iterator[T]:
+        if Output.quiet:
+            yield from items
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress as Bar,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
+        with Bar(*columns, console=errors, transient=False) as bar:
+            task = bar.add_task(description, total=total, rate="")
+            for item in items:
+                yield item
+                bar.advance(task)
+                speed = bar.tasks[0].speed
+                bar.update(task, rate=f"{speed:.1f}/s" if speed else "")

@@ -1,0 +1,136 @@
+"""Project commands: version, init, check, status, clean."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from slm_factory import __version__
+from slm_factory.cli import app
+from slm_factory.cli.common import (
+    ConfigOption,
+    Output,
+    QuietOption,
+    VerboseOption,
+    confirm,
+    console,
+    fail,
+    load_project,
+    setup_output,
+)
+from slm_factory.workspace import INTERMEDIATE, Workspace
+
+
+@app.command()
+def version(verbose: VerboseOption = False, quiet: QuietOption = False) -> None:
+    """Print the version."""
+    setup_output(verbose, quiet)
+    console.print(f"slm-factory {__version__}", highlight=False)
+
+
+@app.command()
+def init(
+    name: Annotated[str, typer.Option("--name", "-n", help="Project name (also its folder name).")],
+    path: Annotated[Path, typer.Option("--path", "-p", help="Folder to create the project in.")] = Path("."),
+    language: Annotated[str, typer.Option("--language", "-l", help="Document language: en or ko.")] = "en",
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Overwrite an existing project.yaml without asking.")] = False,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Create NAME/documents, NAME/output and a documented NAME/project.yaml."""
+    setup_output(verbose, quiet)
+    from slm_factory.project_template import render_template
+
+    if not name.strip() or "/" in name or "\\" in name:
+        raise fail(f"--name {name!r}: give a plain folder name without slashes")
+    root = path / name
+    config_path = root / "project.yaml"
+    if config_path.exists() and not confirm(f"{config_path} exists. Overwrite it?", yes):
+        raise fail(f"{config_path} left unchanged")
+    for folder in (root / "documents", root / "output"):
+        folder.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(render_template(name, language), encoding="utf-8")
+    console.print(f"Created {config_path}", highlight=False)
+    if not Output.quiet:
+        console.print(f"Next: put documents in {root / 'documents'}, then run "
+                      f"`slm-factory check -c {config_path}` and `slm-factory parse -c {config_path}`", highlight=False)
+
+
+@app.command()
+def check(config: ConfigOption = Path("project.yaml"), verbose: VerboseOption = False, quiet: QuietOption = False) -> None:
+    """Check the config, the documents, the output folder and the teacher; exit 0 only if all pass."""
+    setup_output(verbose, quiet)
+    from slm_factory.checks import run_checks
+
+    results = run_checks(load_project(config))
+    for result in results:
+        mark = "[green]✓[/green]" if result.ok else "[red]✗[/red]"
+        advice = f" -- {result.advice}" if result.advice and not result.ok else ""
+        console.print(f"{mark} {result.label}{advice}", highlight=False, soft_wrap=True)
+    if not all(result.ok for result in results):
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(
+    config: ConfigOption = Path("project.yaml"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Show each stage's artifact, item count, age, and whether it is up to date."""
+    setup_output(verbose, quiet)
+    from dataclasses import asdict
+
+    from slm_factory.pipeline import resume_point, stage_status
+
+    project = load_project(config)
+    workspace = Workspace(project.output_dir)
+    rows = stage_status(project, workspace)
+    start = resume_point(rows)
+    stats = {name: s.get("stats", {}) for name, s in workspace.load_state().get("stages", {}).items()}
+    if as_json:
+        print(json.dumps({"stages": [asdict(r) for r in rows], "resume_from": start, "stats": stats},
+                         ensure_ascii=False, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table("stage", "artifact", "exists", "items", "modified", "state")
+    for row in rows:
+        state = "disabled" if not row.enabled else "up to date" if row.up_to_date else "stale"
+        table.add_row(row.name, row.artifact, "yes" if row.exists else "no",
+                      "" if row.items is None else str(row.items), row.modified or "", state)
+    console.print(table)
+    console.print(f"--resume would start at: {start}" if start else "Everything is up to date.", highlight=False)
+
+
+@app.command()
+def clean(
+    config: ConfigOption = Path("project.yaml"),
+    all_: Annotated[bool, typer.Option("--all", help="Remove everything under output/, not only intermediates.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking.")] = False,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Remove intermediate artifacts (or, with --all, everything under output/)."""
+    setup_output(verbose, quiet)
+    workspace = Workspace(load_project(config).output_dir)
+    if all_:
+        targets = sorted(workspace.root.iterdir()) if workspace.root.is_dir() else []
+    else:
+        names = [workspace.path(a) for a in INTERMEDIATE] + [workspace.partial_path(a) for a in INTERMEDIATE]
+        targets = [p for p in names if p.exists()]
+    if not targets:
+        console.print("Nothing to clean.")
+        return
+    for target in targets:
+        console.print(f"  {target}{'/' if target.is_dir() else ''}", highlight=False)
+    if not confirm(f"Delete these {len(targets)} paths?", yes):
+        raise typer.Exit(1)
+    for target in targets:
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    console.print(f"Removed {len(targets)} paths.")

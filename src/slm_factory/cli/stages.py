@@ -1,0 +1,84 @@
+"""Stage commands: parse, and run (a range of stages with resume)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from slm_factory.cli import app
+from slm_factory.cli.common import ConfigOption, QuietOption, RichProgress, VerboseOption, console, errors, load_project, setup_output
+from slm_factory.pipeline import StageContext, StageRun
+from slm_factory.workspace import Workspace
+
+
+def _context(config_path: Path, **options: object) -> StageContext:
+    config = load_project(config_path)
+    return StageContext(config=config, workspace=Workspace(config.output_dir), progress=RichProgress(), options=options)
+
+
+def _print_run(run: StageRun) -> None:
+    result = run.result
+    if run.status != "ran" or result is None:
+        if result is not None:
+            for line in result.lines:
+                errors.print(f"[red]error:[/red] {line}", markup=True, highlight=False, soft_wrap=True)
+        if run.status != "failed":
+            console.print(f"{run.stage}: {run.status}", highlight=False)
+        return
+    formats = result.extra.get("formats")
+    if formats:
+        from rich.table import Table
+
+        table = Table("format", "parsed", "warned", "failed", title=f"{run.stage} ({run.seconds:.1f} s)")
+        for fmt, row in formats.items():
+            table.add_row(fmt, str(row["parsed"]), str(row["warned"]), str(row["failed"]))
+        console.print(table)
+    counts = ", ".join(f"{k} {v}" for k, v in result.counts.items())
+    console.print(f"{run.stage}: {result.items} items ({counts}) in {run.seconds:.1f} s", highlight=False)
+
+
+@app.command()
+def parse(
+    config: ConfigOption = Path("project.yaml"),
+    strict: Annotated[bool, typer.Option("--strict", help="Exit non-zero if any document fails.")] = False,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Parse every document into output/parsed_documents.json."""
+    setup_output(verbose, quiet)
+    from slm_factory.pipeline import run_stage, stage_named
+
+    run = run_stage(stage_named("parse"), _context(config))
+    _print_run(run)
+    if run.status == "failed":
+        raise typer.Exit(1)
+    if strict and run.result and run.result.counts.get("failed"):
+        raise typer.Exit(1)
+
+
+@app.command("run")
+def run_command(
+    config: ConfigOption = Path("project.yaml"),
+    start: Annotated[str | None, typer.Option("--from", help="First stage to run.")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="Last stage to run.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Skip stages whose inputs and settings are unchanged.")] = False,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Run the pipeline (all stages, or --from/--to a range)."""
+    setup_output(verbose, quiet)
+    from slm_factory.pipeline import run_pipeline, stage_named
+
+    for name in filter(None, (start, end)):
+        try:
+            stage_named(name)
+        except KeyError as error:
+            errors.print(f"[red]error:[/red] {error.args[0]}", markup=True, highlight=False)
+            raise typer.Exit(2) from None
+    runs = run_pipeline(_context(config), start, end, resume)
+    for run in runs:
+        _print_run(run)
+    if any(run.status == "failed" for run in runs):
+        raise typer.Exit(1)

@@ -1,0 +1,459 @@
+"""project.yaml: one typed schema, loaded once and passed down.
+
+Every section and key of the original slm-factory's schema is here with its default, so an
+existing project.yaml loads unchanged. Field descriptions are the documentation: `init`
+writes them as comments into the template (see `slm_factory.templates`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
+
+DEFAULT_REJECT_PATTERNS = [
+    r"(?i)i don't know",
+    r"(?i)not (available|provided|mentioned|found)",
+    r"(?i)the document does not contain",
+    r"(?:알|확인할|파악할|판단할) 수 없",
+    r"정보.{0,8}(?:없|부족|찾을 수 없)",
+    r"(?:문서|자료|내용)에서?.{0,12}(?:찾을 수 없|포함되어 있지 않|언급되지 않|다루고 있지 않)",
+]
+
+# Sections that later versions of the original slm-factory had and this tool does not run.
+# A project.yaml that carries them still loads; the loader warns that they are ignored.
+IGNORED_LEGACY_SECTIONS = ("refinement", "rag", "autorag_export", "evolve")
+
+
+class ConfigError(Exception):
+    """project.yaml cannot be used; each line names a key path and what is wrong."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+class Section(BaseModel):
+    """Base of every section: unknown keys are errors, and a null sub-section means defaults."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_sections_take_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        nested = {
+            name
+            for name, field in cls.model_fields.items()
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+        }
+        return {k: v for k, v in data.items() if not (v is None and k in nested)}
+
+
+class ProjectSection(Section):
+    name: str = Field("my-project", min_length=1, description="Project name; used for the model name too.")
+    version: str = Field("1.0.0", description="Your project's version, recorded with its outputs.")
+    language: str = Field(
+        "en", description="Language of the documents and prompts: en or ko (Korean prompts and tools)."
+    )
+
+
+class PathsSection(Section):
+    documents: Path = Field(Path("documents"), description="Folder of input documents (relative to this file).")
+    output: Path = Field(Path("output"), description="Folder for every artifact the pipeline writes.")
+
+
+class PdfOptions(Section):
+    extract_tables: bool = Field(True, description="Find tables in PDFs and keep them as grids and Markdown.")
+    password: SecretStr | None = Field(None, description="Password for encrypted PDFs (or ${ENV_VAR}).")
+
+
+class HwpxOptions(Section):
+    apply_spacing: bool = Field(True, description="Repair Korean word spacing (kiwipiepy) in HWPX text.")
+
+
+class ParsingSection(Section):
+    formats: list[str] = Field(
+        default_factory=lambda: ["pdf", "txt", "html", "md", "hwpx", "hwp", "docx"],
+        description="File types to read from the documents folder.",
+    )
+    pdf: PdfOptions = Field(default_factory=PdfOptions)
+    hwpx: HwpxOptions = Field(default_factory=HwpxOptions)
+
+
+class TeacherSection(Section):
+    backend: Literal["ollama", "openai", "llamacpp"] = Field(
+        "ollama", description="ollama, openai (any OpenAI-compatible server: vLLM, llama.cpp) or llamacpp (in-process GGUF)."
+    )
+    model: str = Field("qwen3:8b", min_length=1, description="Teacher model name, or a .gguf path for llamacpp.")
+    api_base: str | list[str] = Field(
+        "http://localhost:11434", description="Server URL; a list of URLs is load-balanced."
+    )
+    api_key: SecretStr | None = Field(None, description="API key for openai servers; write ${ENV_VAR} to read it from the environment.")
+    temperature: float = Field(0.3, ge=0, le=2, description="Sampling temperature of the teacher.")
+    timeout: int = Field(180, gt=0, description="Seconds to wait for one teacher reply.")
+    max_context_chars: int = Field(12000, gt=0, description="Most characters of a document sent in one request.")
+    max_concurrency: int = Field(4, gt=0, description="Most teacher requests in flight at once.")
+
+
+class QuestionsSection(Section):
+    categories: dict[str, list[str]] = Field(
+        default_factory=dict, description="Fixed questions by category, asked of every document."
+    )
+    file: Path | None = Field(None, description="A text file of questions, one per line (instead of categories).")
+    auto_generate: bool = Field(False, description="Let the teacher write questions for every chunk.")
+    questions_per_chunk: int | Literal["auto"] = Field(
+        "auto", description="Questions the teacher writes per chunk; auto sizes it to the chunk."
+    )
+    system_prompt: str | None = Field(
+        None, description="System prompt for answering; empty means the built-in one for project.language."
+    )
+    output_format: Literal["alpaca"] = Field("alpaca", description="Dataset format of qa_alpaca.json.")
+
+
+class GroundednessSection(Section):
+    enabled: bool = Field(True, description="Reject answers not supported by their source text.")
+    model: str = Field("all-MiniLM-L6-v2", description="Sentence-embedding model for the check.")
+    threshold: float = Field(0.3, ge=0, le=1, description="Least similarity between answer and source.")
+
+
+class ValidationSection(Section):
+    enabled: bool = Field(True, description="Filter QA pairs by the rules below.")
+    min_answer_length: int = Field(20, ge=0, description="Shortest answer kept, in characters.")
+    max_answer_length: int = Field(2000, gt=0, description="Longest answer kept, in characters.")
+    remove_empty: bool = Field(True, description="Drop pairs with an empty question or answer.")
+    deduplicate: bool = Field(True, description="Drop repeated questions.")
+    reject_patterns: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_REJECT_PATTERNS),
+        description="Regular expressions; an answer matching one is rejected.",
+    )
+    groundedness: GroundednessSection = Field(default_factory=GroundednessSection)
+
+    @field_validator("reject_patterns")
+    @classmethod
+    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"{pattern!r} is not a valid regular expression ({error})") from None
+        return patterns
+
+    @model_validator(mode="after")
+    def _length_range(self) -> "ValidationSection":
+        if self.min_answer_length >= self.max_answer_length:
+            raise ValueError("min_answer_length must be smaller than max_answer_length")
+        return self
+
+
+class ScoringSection(Section):
+    enabled: bool = Field(True, description="Let the teacher score each pair 1-5.")
+    threshold: float = Field(3.0, ge=1, le=5, description="Least score kept.")
+    max_concurrency: int = Field(4, gt=0, description="Scoring requests in flight at once.")
+
+
+class AugmentSection(Section):
+    enabled: bool = Field(True, description="Add paraphrased questions.")
+    num_variants: int = Field(2, ge=0, description="Paraphrases per question.")
+    max_concurrency: int = Field(4, gt=0, description="Paraphrase requests in flight at once.")
+
+
+class AnalyzerSection(Section):
+    enabled: bool = Field(True, description="Write statistics about the dataset.")
+    output_file: str = Field("data_analysis.json", description="Name of the analysis artifact in output/.")
+
+
+class StudentSection(Section):
+    model: str = Field("google/gemma-3-1b-it", min_length=1, description="Student model (HF id or local folder).")
+    max_seq_length: int = Field(4096, gt=0, description="Longest training sequence in tokens.")
+
+
+class LoraSection(Section):
+    r: int = Field(16, gt=0, description="LoRA rank.")
+    alpha: int = Field(32, gt=0, description="LoRA alpha (scale = alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout.")
+    target_modules: str | list[str] = Field("auto", description="Modules to adapt; auto means all linear layers.")
+    use_rslora: bool = Field(False, description="Rank-stabilised LoRA scaling.")
+
+
+class EarlyStoppingSection(Section):
+    enabled: bool = Field(True, description="Stop when evaluation loss stops improving.")
+    patience: int = Field(3, gt=0, description="Evaluations without improvement before stopping.")
+    threshold: float = Field(0.01, ge=0, description="Least improvement that counts.")
+
+
+class QuantizationSection(Section):
+    enabled: bool = Field(True, description="QLoRA where CUDA and bitsandbytes are present.")
+    bits: Literal[4, 8] = Field(4, description="Bits of the quantised base model.")
+
+
+class TrainingSection(Section):
+    lora: LoraSection = Field(default_factory=LoraSection)
+    batch_size: int = Field(4, gt=0, description="Examples per device per step.")
+    gradient_accumulation_steps: int = Field(4, gt=0, description="Steps accumulated per optimizer update.")
+    # The original default, 2e-5, is a full fine-tuning rate: far too low for LoRA adapters.
+    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate (2e-4 suits LoRA; 2e-5 barely moves it).")
+    lr_scheduler: str = Field("cosine", description="Learning-rate schedule (transformers names).")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Fraction of steps spent warming up.")
+    num_epochs: int | Literal["auto"] = Field(3, description="Passes over the data; auto sizes it to the data.")
+    early_stopping: EarlyStoppingSection = Field(default_factory=EarlyStoppingSection)
+    optimizer: str = Field("adamw_torch", description="Optimizer (transformers names).")
+    bf16: bool = Field(True, description="bfloat16 where the hardware supports it.")
+    train_split: float = Field(0.9, gt=0, lt=1, description="Share of pairs trained on; the rest evaluates.")
+    save_strategy: Literal["epoch", "steps", "no"] = Field("epoch", description="When checkpoints are saved.")
+    quantization: QuantizationSection = Field(default_factory=QuantizationSection)
+
+
+class OllamaExportSection(Section):
+    enabled: bool = Field(True, description="Write an Ollama Modelfile beside the merged model.")
+    model_name: str = Field("my-project-model", min_length=1, description="Name for `ollama create`.")
+    system_prompt: str | None = Field(
+        None, description="System prompt baked into the Modelfile and used in training; empty means built-in."
+    )
+    parameters: dict[str, Any] = Field(
+        default_factory=lambda: {"temperature": 0.7, "top_p": 0.9, "num_ctx": 4096},
+        description="Ollama PARAMETER lines.",
+    )
+
+
+class ExportSection(Section):
+    merge_lora: bool = Field(True, description="Merge the adapter into the base weights.")
+    output_format: Literal["safetensors"] = Field("safetensors", description="Weights format of merged_model/.")
+    ollama: OllamaExportSection = Field(default_factory=OllamaExportSection)
+
+
+class EvalSection(Section):
+    enabled: bool = Field(True, description="Evaluate on held-out questions after training.")
+    test_split: float = Field(0.1, gt=0, lt=1, description="Share of documents' pairs held out for evaluation.")
+    metrics: list[str] = Field(default_factory=lambda: ["bleu", "rouge"], description="Metrics to compute.")
+    max_samples: int = Field(20, gt=0, description="Most held-out questions asked.")
+    output_file: str = Field("eval_results.json", description="Name of the evaluation artifact.")
+
+
+class GgufExportSection(Section):
+    enabled: bool = Field(True, description="Convert the merged model to GGUF.")
+    quantization_type: str = Field("q4_k_m", description="GGUF quantisation (q4_k_m, q8_0, f16 ...).")
+    llama_cpp_path: str = Field("", description="llama.cpp checkout to use; empty uses the bundled converter.")
+
+
+class IncrementalSection(Section):
+    enabled: bool = Field(True, description="Redo only what changed documents need.")
+    hash_file: str = Field("document_hashes.json", description="Where document hashes are kept.")
+    merge_strategy: Literal["append", "replace"] = Field("append", description="How new pairs join old ones.")
+    resume_adapter: str = Field("", description="Adapter folder to continue training from.")
+
+
+class DialogueSection(Section):
+    enabled: bool = Field(False, description="Build multi-turn dialogues from QA pairs.")
+    min_turns: int = Field(2, gt=0, description="Fewest turns per dialogue.")
+    max_turns: int = Field(5, gt=0, description="Most turns per dialogue.")
+    include_single_qa: bool = Field(True, description="Keep single pairs in training beside dialogues.")
+
+    @model_validator(mode="after")
+    def _turn_range(self) -> "DialogueSection":
+        if self.min_turns > self.max_turns:
+            raise ValueError("min_turns must not exceed max_turns")
+        return self
+
+
+class ReviewSection(Section):
+    enabled: bool = Field(True, description="Offer the review screen for QA pairs.")
+    auto_open: bool = Field(True, description="Open the review screen when its stage runs.")
+    output_file: str = Field("qa_reviewed.json", description="Name of the reviewed artifact.")
+
+
+class CompareSection(Section):
+    enabled: bool = Field(False, description="Compare the base and fine-tuned models.")
+    base_model: str = Field("", description="Base model to compare.")
+    finetuned_model: str = Field("", description="Fine-tuned model to compare.")
+    max_samples: int = Field(20, gt=0, description="Questions asked of both.")
+    output_file: str = Field("compare_results.json", description="Name of the comparison artifact.")
+
+
+class DashboardSection(Section):
+    enabled: bool = Field(False, description="Show the live terminal dashboard.")
+    refresh_interval: float = Field(2.0, gt=0, description="Seconds between refreshes.")
+    theme: Literal["dark", "light"] = Field("dark", description="Dashboard colours.")
+
+
+class ProjectConfig(Section):
+    """The whole of project.yaml."""
+
+    project: ProjectSection = Field(default_factory=ProjectSection)
+    paths: PathsSection = Field(default_factory=PathsSection)
+    parsing: ParsingSection = Field(default_factory=ParsingSection)
+    teacher: TeacherSection = Field(default_factory=TeacherSection)
+    questions: QuestionsSection = Field(default_factory=QuestionsSection)
+    validation: ValidationSection = Field(default_factory=ValidationSection)
+    scoring: ScoringSection = Field(default_factory=ScoringSection)
+    augment: AugmentSection = Field(default_factory=AugmentSection)
+    analyzer: AnalyzerSection = Field(default_factory=AnalyzerSection)
+    student: StudentSection = Field(default_factory=StudentSection)
+    training: TrainingSection = Field(default_factory=TrainingSection)
+    export: ExportSection = Field(default_factory=ExportSection)
+    eval: EvalSection = Field(default_factory=EvalSection)
+    gguf_export: GgufExportSection = Field(default_factory=GgufExportSection)
+    incremental: IncrementalSection = Field(default_factory=IncrementalSection)
+    dialogue: DialogueSection = Field(default_factory=DialogueSection)
+    review: ReviewSection = Field(default_factory=ReviewSection)
+    compare: CompareSection = Field(default_factory=CompareSection)
+    dashboard: DashboardSection = Field(default_factory=DashboardSection)
+
+    # Set by load_config: where project.yaml lives, and lines worth telling the user.
+    _root: Path = PrivateAttr(default=Path("."))
+    _notices: list[str] = PrivateAttr(default_factory=list)
+
+    @property
+    def root(self) -> Path:
+        return self._root
+
+    @property
+    def notices(self) -> list[str]:
+        return self._notices
+
+    @property
+    def documents_dir(self) -> Path:
+        return _resolve(self.root, self.paths.documents)
+
+    @property
+    def output_dir(self) -> Path:
+        return _resolve(self.root, self.paths.output)
+
+    @property
+    def questions_file(self) -> Path | None:
+        return _resolve(self.root, self.questions.file) if self.questions.file else None
+
+    def section(self, dotted: str) -> Any:
+        """The value at a dotted key path, e.g. "parsing.pdf.extract_tables"."""
+        value: Any = self
+        for part in dotted.split("."):
+            value = getattr(value, part)
+        return value
+
+
+def _resolve(root: Path, path: Path) -> Path:
+    path = path.expanduser()
+    return path if path.is_absolute() else (root / path).resolve()
+
+
+_ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+_SECRET_KEYS = (("teacher", "api_key"), ("parsing", "pdf", "password"))
+
+
+def _expand_secrets(raw: dict[str, Any]) -> list[str]:
+    """Replace ${ENV_VAR} in secret keys with the variable's value; return errors."""
+    errors = []
+    for path in _SECRET_KEYS:
+        parent: Any = raw
+        for part in path[:-1]:
+            parent = parent.get(part) if isinstance(parent, dict) else None
+        if not isinstance(parent, dict) or not isinstance(parent.get(path[-1]), str):
+            continue
+        match = _ENV_REF.match(parent[path[-1]].strip())
+        if match:
+            value = os.environ.get(match.group(1))
+            if value is None:
+                errors.append(f"{'.'.join(path)}: environment variable {match.group(1)} is not set")
+            parent[path[-1]] = value
+    return errors
+
+
+def parse_config(raw: Any, root: Path = Path(".")) -> ProjectConfig:
+    """Validate a loaded YAML mapping; raise ConfigError with one line per problem."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError([f"project.yaml: expected a mapping of sections, got {type(raw).__name__}"])
+    raw = dict(raw)
+    notices = []
+    for legacy in IGNORED_LEGACY_SECTIONS:
+        if legacy in raw:
+            raw.pop(legacy)
+            notices.append(f"{legacy}: section of the original slm-factory is not used by this version; ignored")
+    errors = _expand_secrets(raw)
+    if errors:
+        raise ConfigError(errors)
+    try:
+        config = ProjectConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(describe_errors(error)) from None
+    config._root = root.resolve()
+    config._notices = notices
+    return config
+
+
+def load_config(path: str | Path) -> ProjectConfig:
+    """Read and validate project.yaml; relative paths resolve against its folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([f"{path}: no such file; create a project with `slm-factory init --name NAME`"])
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError([f"{path}: not valid YAML{where}: {getattr(error, 'problem', error)}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not UTF-8 text"]) from None
+    return parse_config(raw, path.parent)
+
+
+def describe_errors(error: ValidationError) -> list[str]:
+    """Turn pydantic's errors into lines like `teacher.modle: unknown key; did you mean teacher.model?`."""
+    lines = []
+    for item in error.errors():
+        loc = [str(part) for part in item["loc"] if not _is_union_tag(part)]
+        path = ".".join(loc) or "project.yaml"
+        if item["type"] == "extra_forbidden":
+            lines.append(_unknown_key_line(loc))
+            continue
+        message = item["msg"]
+        message = re.sub(r"^Input should be", "expected", message)
+        message = re.sub(r"^Value error, ", "", message)
+        if item["type"] == "missing":
+            lines.append(f"{path}: required key is missing")
+        elif "input" in item and not isinstance(item["input"], dict):
+            shown = "***" if loc and loc[-1] in ("api_key", "password") else repr(item["input"])
+            lines.append(f"{path}: got {shown}; {message}")
+        else:
+            lines.append(f"{path}: {message}")
+    return _merge_union_lines(lines)
+
+
+def _merge_union_lines(lines: list[str]) -> list[str]:
+    """One line per key: a union type reports each member's complaint; join them."""
+    merged: dict[str, str] = {}
+    for line in lines:
+        head, _, tail = line.partition("; ")
+        if head in merged and tail:
+            merged[head] += " or " + tail
+        else:
+            merged[head] = line
+    return list(merged.values())
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic adds the member type of a union to the location ("int", "literal['auto']").
+    return isinstance(part, str) and (part in {"int", "str", "float", "bool", "list[str]"} or part.startswith(("literal[", "function-")))
+
+
+def _unknown_key_line(loc: list[str]) -> str:
+    import difflib
+
+    model: type[BaseModel] = ProjectConfig
+    for part in loc[:-1]:
+        annotation = model.model_fields[part].annotation if part in model.model_fields else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            break
+        model = annotation
+    valid = list(model.model_fields)
+    guess = difflib.get_close_matches(loc[-1], valid, n=1, cutoff=0.5)
+    path = ".".join(loc)
+    if guess:
+        return f"{path}: unknown key; did you mean {'.'.join(loc[:-1] + guess)}?"
+    return f"{path}: unknown key; valid keys here: {', '.join(valid)}"

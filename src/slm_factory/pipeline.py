@@ -1,0 +1,277 @@
+"""The stage list and the runner.
+
+A stage is a plain function `run(ctx) -> StageResult` plus metadata. The runner decides order,
+skipping and resume; the stage only reads its inputs and writes its output. Resume is by
+fingerprint: `.state.json` records, per stage, a hash of the config keys it reads and of its
+inputs, so `--resume` reruns the first stage whose fingerprint changed and everything after it.
+Later stages are added to STAGES; the runner never needs to change for them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from slm_factory.workspace import Workspace
+
+if TYPE_CHECKING:
+    from slm_factory.config import ProjectConfig
+
+log = logging.getLogger("slm_factory")
+T = TypeVar("T")
+
+DOCUMENTS = "documents"  # the input folder, as an input name beside artifact names
+
+
+@dataclass
+class StageResult:
+    """What a stage reports: item counts for the summary, and lines worth showing."""
+
+    items: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    lines: list[str] = field(default_factory=list)
+    failed: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Progress:
+    """Progress reporting handed to stages; the CLI swaps in a Rich bar."""
+
+    def track(self, items: Iterable[T], total: int, description: str) -> Iterator[T]:
+        yield from items
+
+
+@dataclass
+class StageContext:
+    config: ProjectConfig
+    workspace: Workspace
+    progress: Progress = field(default_factory=Progress)
+    options: dict[str, Any] = field(default_factory=dict)
+    log: logging.Logger = log
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    inputs: tuple[str, ...]
+    output: str
+    config_keys: tuple[str, ...]
+    runner: str  # "module:function", imported only when the stage runs
+    enabled: Callable[[ProjectConfig], bool] = lambda config: True
+    description: str = ""
+
+    def run(self, ctx: StageContext) -> StageResult:
+        module, _, function = self.runner.partition(":")
+        return getattr(importlib.import_module(module), function)(ctx)
+
+
+STAGES: list[Stage] = [
+    Stage(
+        name="parse",
+        inputs=(DOCUMENTS,),
+        output="parsed_documents",
+        config_keys=("paths.documents", "parsing"),
+        runner="slm_factory.parsing.stage:run",
+        description="documents → parsed_documents.json",
+    ),
+]
+
+
+def stage_named(name: str) -> Stage:
+    for stage in STAGES:
+        if stage.name == name:
+            return stage
+    raise KeyError(f"unknown stage {name!r}; stages: {', '.join(s.name for s in STAGES)}")
+
+
+# -- fingerprints ------------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    from pydantic import BaseModel, SecretStr
+
+    if isinstance(value, BaseModel):
+        return {k: _plain(getattr(value, k)) for k in type(value).model_fields}
+    if isinstance(value, SecretStr):
+        return "set" if value.get_secret_value() else ""  # a key's value never reaches state
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def config_fingerprint(stage: Stage, config: ProjectConfig) -> str:
+    keys = {key: _plain(config.section(key)) for key in stage.config_keys}
+    return _digest(json.dumps(keys, sort_keys=True, ensure_ascii=False).encode())
+
+
+def input_fingerprint(stage: Stage, config: ProjectConfig, workspace: Workspace) -> str:
+    parts = []
+    for name in stage.inputs:
+        path = config.documents_dir if name == DOCUMENTS else workspace.path(name)
+        parts.append(f"{name}={_path_signature(path)}")
+    return _digest("\n".join(parts).encode())
+
+
+def _path_signature(path: Path) -> str:
+    """Names, sizes and modification times: cheap, and changes whenever a file does."""
+    if path.is_file():
+        stat = path.stat()
+        return f"{stat.st_size}:{stat.st_mtime_ns}"
+    if path.is_dir():
+        entries = []
+        for child in sorted(p for p in path.rglob("*") if p.is_file()):
+            stat = child.stat()
+            entries.append(f"{child.relative_to(path)}:{stat.st_size}:{stat.st_mtime_ns}")
+        return _digest("\n".join(entries).encode())
+    return "missing"
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+# -- status ------------------------------------------------------------------------------------
+
+
+@dataclass
+class StageStatus:
+    name: str
+    artifact: str
+    enabled: bool
+    exists: bool
+    items: int | None
+    modified: str | None
+    up_to_date: bool
+
+
+def artifact_items(path: Path) -> int | None:
+    """How many items an artifact holds: records in a JSON list, lines in JSONL, files in a folder."""
+    if not path.exists():
+        return None
+    if path.is_dir():
+        return sum(1 for p in path.rglob("*") if p.is_file())
+    if path.suffix == ".jsonl":
+        with path.open("rb") as handle:
+            return sum(1 for line in handle if line.strip())
+    if path.suffix == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None
+        if isinstance(data, dict) and isinstance(data.get("documents"), list):
+            return len(data["documents"])
+        return len(data) if isinstance(data, (list, dict)) else None
+    return None
+
+
+def stage_status(config: ProjectConfig, workspace: Workspace) -> list[StageStatus]:
+    state = workspace.load_state().get("stages", {})
+    rows = []
+    stale_before = False
+    for stage in STAGES:
+        path = workspace.path(stage.output)
+        exists = path.exists()
+        recorded = state.get(stage.name, {})
+        current = exists and not stale_before and recorded.get("config") == config_fingerprint(
+            stage, config
+        ) and recorded.get("inputs") == input_fingerprint(stage, config, workspace) and recorded.get(
+            "output"
+        ) == _path_signature(path)
+        enabled = stage.enabled(config)
+        if enabled and not current:
+            stale_before = True
+        modified = (
+            datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M")
+            if exists
+            else None
+        )
+        rows.append(
+            StageStatus(stage.name, str(path.relative_to(workspace.root)), enabled, exists,
+                        artifact_items(path), modified, bool(current))
+        )
+    return rows
+
+
+def resume_point(rows: list[StageStatus]) -> str | None:
+    """The first enabled stage that is not up to date: where `--resume` starts."""
+    for row in rows:
+        if row.enabled and not row.up_to_date:
+            return row.name
+    return None
+
+
+# -- running -----------------------------------------------------------------------------------
+
+
+@dataclass
+class StageRun:
+    stage: str
+    status: str  # ran, skipped (disabled), up-to-date, failed
+    result: StageResult | None = None
+    seconds: float = 0.0
+
+
+def select_stages(start: str | None, end: str | None) -> list[Stage]:
+    names = [stage.name for stage in STAGES]
+    first = names.index(stage_named(start).name) if start else 0
+    last = names.index(stage_named(end).name) if end else len(names) - 1
+    return STAGES[first : last + 1]
+
+
+def run_pipeline(
+    ctx: StageContext, start: str | None = None, end: str | None = None, resume: bool = False
+) -> list[StageRun]:
+    """Run stages from `start` to `end`; with `resume`, skip those whose fingerprint holds."""
+    runs: list[StageRun] = []
+    up_to_date = {row.name for row in stage_status(ctx.config, ctx.workspace) if row.up_to_date}
+    for stage in select_stages(start, end):
+        if not stage.enabled(ctx.config):
+            runs.append(StageRun(stage.name, "skipped"))
+            continue
+        if resume and stage.name in up_to_date:
+            runs.append(StageRun(stage.name, "up-to-date"))
+            continue
+        run = run_stage(stage, ctx)
+        runs.append(run)
+        if run.status == "failed":
+            break
+    return runs
+
+
+def run_stage(stage: Stage, ctx: StageContext) -> StageRun:
+    ctx.workspace.ensure()
+    started = time.perf_counter()
+    result = stage.run(ctx)
+    seconds = time.perf_counter() - started
+    if result.failed:
+        return StageRun(stage.name, "failed", result, seconds)
+    _record(stage, ctx, result, seconds)
+    return StageRun(stage.name, "ran", result, seconds)
+
+
+def _record(stage: Stage, ctx: StageContext, result: StageResult, seconds: float) -> None:
+    state = ctx.workspace.load_state()
+    stages = state.setdefault("stages", {})
+    stages[stage.name] = {
+        "config": config_fingerprint(stage, ctx.config),
+        "inputs": input_fingerprint(stage, ctx.config, ctx.workspace),
+        "output": _path_signature(ctx.workspace.path(stage.output)),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(seconds, 3),
+        "items": result.items,
+        "counts": result.counts,
+        **({"stats": result.extra} if result.extra else {}),
+    }
+    ctx.workspace.save_state(state)

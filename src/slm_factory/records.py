@@ -1,0 +1,86 @@
+"""Data records that stages exchange: documents (parsing) and, later, chunks and QA pairs.
+
+Records are pydantic models so that every artifact round-trips through JSON unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+BlockKind = Literal["heading", "paragraph", "list_item", "table", "caption", "code"]
+
+
+def table_to_markdown(rows: list[list[str]]) -> str:
+    """Render a cell grid as a GitHub-style Markdown table (first row is the header)."""
+    if not rows:
+        return ""
+    width = max(len(row) for row in rows)
+
+    def cell(value: str) -> str:
+        return " ".join(value.split()).replace("|", "\\|")
+
+    lines = []
+    for index, row in enumerate(rows):
+        padded = [cell(value) for value in row] + [""] * (width - len(row))
+        lines.append("| " + " | ".join(padded) + " |")
+        if index == 0:
+            lines.append("|" + "|".join(["---"] * width) + "|")
+    return "\n".join(lines)
+
+
+class Table(BaseModel):
+    """A table as a rectangular cell grid; merged cells repeat their value in every slot."""
+
+    rows: list[list[str]]
+    caption: str = ""
+    page: int | None = None
+    markdown: str = ""
+
+    def model_post_init(self, __context: object) -> None:
+        if not self.markdown:
+            self.markdown = table_to_markdown(self.rows)
+
+
+class Block(BaseModel):
+    """One unit of content in reading order. A table block's text is its Markdown."""
+
+    kind: BlockKind
+    text: str
+    level: int = 0
+    page: int | None = None
+    table: int | None = Field(default=None, description="index into Document.tables")
+
+
+class Section(BaseModel):
+    """A heading and the blocks under it, or one page of a document without headings."""
+
+    title: str = ""
+    level: int = 0
+    page: int | None = None
+    blocks: list[Block] = Field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "\n\n".join(block.text for block in self.blocks if block.text)
+
+
+class Document(BaseModel):
+    """A parsed document: what every later stage reads instead of the original file."""
+
+    id: str = Field(description="sha256 of the file's bytes (first 16 hex digits)")
+    path: str
+    format: str
+    title: str = ""
+    language: str = ""
+    metadata: dict[str, str] = Field(default_factory=dict)
+    pages: int | None = None
+    sections: list[Section] = Field(default_factory=list)
+    tables: list[Table] = Field(default_factory=list)
+    text: str = ""
+    warnings: list[str] = Field(default_factory=list)
+
+    @property
+    def blocks(self) -> list[Block]:
+        return [block for section in self.sections for block in section.blocks]

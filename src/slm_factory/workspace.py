@@ -1,0 +1,166 @@
+"""The output/ folder: every artifact's path, and the only way artifacts are written.
+
+Writes are atomic (temp file, fsync, rename), so a crash leaves either the old file or the
+new one, never half of one. Stages that produce items one by one append them to a checkpoint
+JSONL file as each finishes, so a kill -9 loses at most the items in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+# Artifact names are kept from the original slm-factory so its users find their files.
+ARTIFACTS: dict[str, str] = {
+    "parsed_documents": "parsed_documents.json",
+    "qa_alpaca": "qa_alpaca.json",
+    "qa_scored": "qa_scored.json",
+    "qa_augmented": "qa_augmented.json",
+    "qa_reviewed": "qa_reviewed.json",
+    "qa_test": "qa_test.json",
+    "data_analysis": "data_analysis.json",
+    "report": "report.html",
+    "dialogues": "dialogues.json",
+    "training_data": "training_data.jsonl",
+    "adapter": "checkpoints/adapter",
+    "merged_model": "merged_model",
+    "modelfile": "merged_model/Modelfile",
+    "gguf": "gguf",
+    "eval_results": "eval_results.json",
+    "compare_results": "compare_results.json",
+}
+INTERMEDIATE = ("qa_scored", "qa_augmented", "data_analysis")
+STATE_FILE = ".state.json"
+
+
+class Workspace:
+    def __init__(self, output_dir: Path) -> None:
+        self.root = Path(output_dir)
+
+    def path(self, artifact: str) -> Path:
+        return self.root / ARTIFACTS[artifact]
+
+    def partial_path(self, artifact: str) -> Path:
+        """The checkpoint file of an artifact built item by item: qa_alpaca.partial.jsonl."""
+        target = self.path(artifact)
+        return target.with_name(target.stem + ".partial.jsonl")
+
+    @property
+    def state_path(self) -> Path:
+        return self.root / STATE_FILE
+
+    def ensure(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    # -- JSON artifacts ----------------------------------------------------------------------
+    def write_json(self, artifact: str, data: Any) -> Path:
+        target = self.path(artifact)
+        write_atomic(target, json.dumps(data, ensure_ascii=False, indent=2).encode("utf-8"))
+        return target
+
+    def read_json(self, artifact: str) -> Any:
+        return json.loads(self.path(artifact).read_text(encoding="utf-8"))
+
+    def checkpoint(self, artifact: str) -> "Checkpoint":
+        return Checkpoint(self.partial_path(artifact))
+
+    # -- run state ---------------------------------------------------------------------------
+    def load_state(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.state_path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    def save_state(self, state: dict[str, Any]) -> None:
+        write_atomic(self.state_path, json.dumps(state, ensure_ascii=False, indent=2).encode("utf-8"))
+
+
+def write_atomic(target: Path, data: bytes) -> None:
+    """Write `data` to `target` so that readers see the old file or the new one, never a mix."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(target.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class Checkpoint:
+    """Append-only JSONL of finished items, each line flushed and fsynced as it is written.
+
+    Reading skips a torn last line (the process died mid-write) and keeps the first copy of
+    each id, so resuming after any crash yields every finished item exactly once.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def read(self, key: str = "id") -> list[dict[str, Any]]:
+        return list(self._iter_unique(key))
+
+    def done_ids(self, key: str = "id") -> set[str]:
+        return {item[key] for item in self._iter_unique(key)}
+
+    def _iter_unique(self, key: str) -> Iterator[dict[str, Any]]:
+        if not self.path.exists():
+            return
+        seen: set[str] = set()
+        with self.path.open("rb") as handle:
+            for raw in handle:
+                try:
+                    item = json.loads(raw)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    continue
+                if isinstance(item, dict) and item.get(key) not in seen:
+                    seen.add(item.get(key))
+                    yield item
+
+    def append(self, item: dict[str, Any]) -> None:
+        self.extend([item])
+
+    def extend(self, items: Iterable[dict[str, Any]]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        payload = b"".join(
+            json.dumps(item, ensure_ascii=False).encode("utf-8") + b"\n" for item in items
+        )
+        if not payload:
+            return
+        with self.path.open("ab") as handle:
+            # A torn line from a crash would glue itself to our first line; start fresh.
+            if handle.tell() and not _ends_with_newline(self.path):
+                handle.write(b"\n")
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with path.open("rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) == b"\n"
