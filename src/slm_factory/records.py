@@ -84,3 +84,46 @@ class Document(BaseModel):
     @property
     def blocks(self) -> list[Block]:
         return [block for section in self.sections for block in section.blocks]
+
+
+class Chunk(BaseModel):
+    """A piece of one document sized for one teacher request, with where it came from."""
+
+    id: str = Field(description="doc_id + ':' + chunk index")
+    doc_id: str
+    source_doc: str = Field(description="the document's file name")
+    index: int
+    text: str
+    heading: str = Field("", description="the section heading trail, e.g. 'Chapter 2 > Article 5'")
+    pages: list[int] = Field(default_factory=list)
+    tokens: int = 0
+    has_table: bool = False
+
+
+class QAPair(BaseModel):
+    """One training pair: an Alpaca record (instruction, input, output) plus provenance."""
+
+    id: str = Field(description="stable hash of document, chunk and question")
+    instruction: str
+    input: str = ""
+    output: str
+    source_doc: str = ""
+    doc_id: str = ""
+    chunk_id: str = ""
+    pages: list[int] = Field(default_factory=list)
+    section: str = ""
+    category: str = ""
+    teacher: str = ""
+    origin: Literal["generated", "paraphrase", "reviewed"] = "generated"
+    score: float | None = None
+
+
+class Dialogue(BaseModel):
+    """A multi-turn conversation built from QA pairs of one document."""
+
+    id: str
+    turns: list[dict[str, str]]
+    source_doc: str = ""
+    doc_id: str = ""
+    pair_ids: list[str] = Field(default_factory=list)
+    teacher: str = ""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
@@ -80,9 +81,10 @@ def confirm(question: str, yes: bool) -> bool:
 class RichProgress(Progress):
     """A Rich progress bar with count, rate and time left; silent with --quiet."""
 
-    def track(self, items: Iterable[T], total: int, description: str) -> Iterator[T]:
+    @contextmanager
+    def task(self, description: str, total: int) -> Iterator[Callable[..., None]]:
         if Output.quiet:
-            yield from items
+            yield lambda n=1: None
             return
         from rich.progress import (
             BarColumn,
@@ -105,8 +107,10 @@ class RichProgress(Progress):
         )
         with Bar(*columns, console=errors, transient=False) as bar:
             task = bar.add_task(description, total=total, rate="")
-            for item in items:
-                yield item
-                bar.advance(task)
+
+            def advance(n: int = 1) -> None:
+                bar.advance(task, n)
                 speed = bar.tasks[0].speed
                 bar.update(task, rate=f"{speed:.1f}/s" if speed else "")
+
+            yield advance
