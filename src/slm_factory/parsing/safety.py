@@ -95,7 +95,9 @@ class SafeZip:
         try:
             self._zip = _open_zip(path)
         except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError):
-            raise ParseError(f"{label}: not a valid zip container (truncated or damaged file)") from None
+            raise ParseError(
+                f"{label}: not a valid zip container (truncated or damaged file)"
+            ) from None
         infos = self._zip.infolist()
         if len(infos) > MAX_ENTRIES:
             self._zip.close()
@@ -104,10 +106,12 @@ class SafeZip:
         declared = sum(info.file_size for info in infos)
         if declared > MAX_TOTAL_BYTES:
             self._zip.close()
-            raise ParseError(f"{label}: zip would inflate to {declared >> 20} MiB; refused as a zip bomb")
+            raise ParseError(
+                f"{label}: zip would inflate to {declared >> 20} MiB; refused as a zip bomb"
+            )
         self._read_total = 0
 
-    def __enter__(self) -> "SafeZip":
+    def __enter__(self) -> SafeZip:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -151,7 +155,9 @@ class SafeZip:
                         )
                     parts.append(chunk)
         except RuntimeError:  # zipfile's word for an entry that needs a password
-            raise ParseError(f"{self.label}: {name} is encrypted; remove the password and save again") from None
+            raise ParseError(
+                f"{self.label}: {name} is encrypted; remove the password and save again"
+            ) from None
         except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError) as error:
             raise ParseError(f"{self.label}: damaged zip entry {name} ({error})") from None
         return b"".join(parts)

@@ -1,0 +1,484 @@
+"""DOCX (WordprocessingML) into blocks in reading order.
+
+The body XML is walked directly rather than through python-docx: python-docx skips tables
+inside content controls (`w:sdt`) and nested in cells, and every part is read through
+SafeZip and `parse_xml` first, so zip bombs and entity attacks are refused before any XML
+library expands them. Styles give heading levels and list styles; numbering (`w:numPr`)
+marks list items; merged cells are repeated over every grid slot they cover.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import TypeAlias
+
+from lxml import etree
+
+from slm_factory.parsing.base import DocumentBuilder, ParseError, ParseOptions, clean_inline
+from slm_factory.parsing.safety import SafeZip
+
+Element: TypeAlias = etree._Element
+
+_MAIN_NS = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
+_MC_NS = "http://schemas.openxmlformats.org/markup-compatibility/2006"
+_HEADING_STYLE = re.compile(r"^heading\s*(\d)$", re.IGNORECASE)
+_MAX_COLUMNS = 512
+_MAX_HEADING_CHARS = 200
+_BODY_TEXT_LEVEL = 9  # w:outlineLvl 9 means "body text", not a heading
+
+
+def parse(data: bytes, builder: DocumentBuilder, options: ParseOptions) -> None:
+    label = builder.path.name
+    with SafeZip(data, label) as archive:
+        main = _main_part(archive)
+        if not archive.has(main):
+            raise ParseError(f"{label}: no {main} inside; not a Word document")
+        body_root = archive.read_xml(main)
+        parts = _related_parts(archive, main)
+        tags = _Tags(etree.QName(body_root).namespace or _MAIN_NS)
+        styles = _read_styles(archive, parts.get("styles"), tags)
+        notes = _read_notes(archive, parts.get("footnotes"), tags)
+        builder.metadata.update(_core_properties(archive))
+    body = body_root.find(tags.body)
+    if body is None:
+        raise ParseError(f"{label}: {main} has no document body")
+    reader = _BodyReader(builder, tags, styles, notes)
+    reader.blocks(body)
+    reader.emit_notes()
+
+
+# -- package parts ----------------------------------------------------------------------------
+
+
+def _relationships(archive: SafeZip, part: str) -> dict[str, str]:
+    """Relationship type (last path segment) → target part, for one part's .rels file."""
+    path = PurePosixPath(part)
+    rels = str(path.parent / "_rels" / f"{path.name}.rels") if part else "_rels/.rels"
+    if not archive.has(rels):
+        return {}
+    found: dict[str, str] = {}
+    for rel in archive.read_xml(rels).iter("{*}Relationship"):
+        if rel.get("TargetMode") == "External":
+            continue
+        kind = (rel.get("Type") or "").rsplit("/", 1)[-1]
+        target = (rel.get("Target") or "").replace("\\", "/")
+        if target.startswith("/"):
+            resolved = target.lstrip("/")
+        else:
+            resolved = str(PurePosixPath(path.parent / target)) if part else target
+        found.setdefault(kind, _collapse(resolved))
+    return found
+
+
+def _collapse(path: str) -> str:
+    parts: list[str] = []
+    for piece in path.split("/"):
+        if piece == "..":
+            if parts:
+                parts.pop()
+        elif piece not in ("", "."):
+            parts.append(piece)
+    return "/".join(parts)
+
+
+def _main_part(archive: SafeZip) -> str:
+    return _relationships(archive, "").get("officeDocument", "word/document.xml")
+
+
+def _related_parts(archive: SafeZip, main: str) -> dict[str, str]:
+    parts = _relationships(archive, main)
+    base = PurePosixPath(main).parent
+    for kind in ("styles", "footnotes"):
+        default = str(base / f"{kind}.xml")
+        if kind not in parts and archive.has(default):
+            parts[kind] = default
+    return parts
+
+
+_CORE_FIELDS = {
+    "title": "title",
+    "creator": "author",
+    "subject": "subject",
+    "created": "created",
+    "modified": "modified",
+    "lastModifiedBy": "last_modified_by",
+}
+
+
+def _core_properties(archive: SafeZip) -> dict[str, str]:
+    path = _relationships(archive, "").get("core-properties", "docProps/core.xml")
+    if not archive.has(path):
+        return {}
+    found = {}
+    for element in archive.read_xml(path):
+        key = _CORE_FIELDS.get(etree.QName(element).localname)
+        value = " ".join((element.text or "").split())
+        if key and value:
+            found[key] = value
+    return found
+
+
+# -- tag names --------------------------------------------------------------------------------
+
+
+class _Tags:
+    """Qualified tag names for one namespace (transitional or strict WordprocessingML)."""
+
+    def __init__(self, ns: str) -> None:
+        def q(name: str) -> str:
+            return f"{{{ns}}}{name}"
+
+        self.q = q
+        self.body, self.p, self.r, self.t, self.tbl = q("body"), q("p"), q("r"), q("t"), q("tbl")
+        self.tr, self.tc, self.ppr, self.tcpr, self.trpr = (
+            q("tr"),
+            q("tc"),
+            q("pPr"),
+            q("tcPr"),
+            q("trPr"),
+        )
+        self.sdt, self.sdt_content = q("sdt"), q("sdtContent")
+        self.val = q("val")
+        self.tab, self.br, self.cr = q("tab"), q("br"), q("cr")
+        self.no_break_hyphen, self.footnote_ref = q("noBreakHyphen"), q("footnoteReference")
+        self.txbx_content = q("txbxContent")
+        self.alternate = f"{{{_MC_NS}}}AlternateContent"
+        self.choice = f"{{{_MC_NS}}}Choice"
+        # containers whose children are read as if they stood in their place
+        self.inline_wrappers = {
+            q(n)
+            for n in (
+                "hyperlink",
+                "smartTag",
+                "ins",
+                "moveTo",
+                "fldSimple",
+                "customXml",
+                "dir",
+                "bdo",
+            )
+        }
+        self.block_wrappers = {q(n) for n in ("customXml", "ins", "moveTo")}
+        self.drawings = {q("drawing"), q("pict"), q("object")}
+        self.ruby, self.ruby_base = q("ruby"), q("rubyBase")
+
+    def val_of(self, parent: Element | None, name: str) -> str | None:
+        if parent is None:
+            return None
+        child = parent.find(self.q(name))
+        return None if child is None else child.get(self.val, "")
+
+
+# -- styles -----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Style:
+    name: str = ""
+    based_on: str = ""
+    outline: int | None = None
+    numbered: bool | None = None
+
+
+@dataclass
+class _Styles:
+    by_id: dict[str, _Style] = field(default_factory=dict)
+
+    def _chain(self, style_id: str) -> list[_Style]:
+        chain: list[_Style] = []
+        while style_id in self.by_id and len(chain) < 12:
+            style = self.by_id[style_id]
+            chain.append(style)
+            style_id = style.based_on
+        return chain
+
+    def heading_level(self, style_id: str) -> int | None:
+        for style in self._chain(style_id):
+            match = _HEADING_STYLE.match(style.name.strip())
+            if match:
+                return max(int(match.group(1)), 1)
+            if style.name.strip().lower() == "title":
+                return 1
+            if style.outline is not None and style.outline < _BODY_TEXT_LEVEL:
+                return style.outline + 1
+        return None
+
+    def is_list(self, style_id: str) -> bool:
+        for style in self._chain(style_id):
+            if style.numbered is not None:
+                return style.numbered
+        return False
+
+    def name(self, style_id: str) -> str:
+        style = self.by_id.get(style_id)
+        return style.name.lower() if style else ""
+
+
+def _read_styles(archive: SafeZip, path: str | None, tags: _Tags) -> _Styles:
+    styles = _Styles()
+    if not path or not archive.has(path):
+        return styles
+    for element in archive.read_xml(path).iter(tags.q("style")):
+        if element.get(tags.q("type"), "paragraph") != "paragraph":
+            continue
+        ppr = element.find(tags.ppr)
+        outline = tags.val_of(ppr, "outlineLvl")
+        numbering = None if ppr is None else ppr.find(tags.q("numPr"))
+        num_id = tags.val_of(numbering, "numId")
+        styles.by_id[element.get(tags.q("styleId"), "")] = _Style(
+            name=tags.val_of(element, "name") or "",
+            based_on=tags.val_of(element, "basedOn") or "",
+            outline=_int(outline),
+            numbered=None if numbering is None else num_id not in (None, "0"),
+        )
+    return styles
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _read_notes(archive: SafeZip, path: str | None, tags: _Tags) -> dict[str, Element]:
+    if not path or not archive.has(path):
+        return {}
+    root = archive.read_xml(path)
+    return {note.get(tags.q("id"), ""): note for note in root.iter(tags.q("footnote"))}
+
+
+# -- body -------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Table:
+    rows: list[list[str]]
+    caption: str = ""
+    inner: list[_Table] = field(default_factory=list)
+
+    def flat_text(self) -> str:
+        """The table as lines of cells: how a nested table reads inside its outer cell."""
+        lines = []
+        for row in self.rows:
+            cells = [
+                cell
+                for index, cell in enumerate(row)
+                if cell and (index == 0 or cell != row[index - 1])
+            ]
+            lines.append(" | ".join(cells))
+        return "\n".join(line for line in lines if line)
+
+
+def _clean_text(text: str) -> str:
+    return "\n".join(line for line in (clean_inline(part) for part in text.split("\n")) if line)
+
+
+class _BodyReader:
+    def __init__(
+        self, builder: DocumentBuilder, tags: _Tags, styles: _Styles, notes: dict[str, Element]
+    ) -> None:
+        self.builder = builder
+        self.tags = tags
+        self.styles = styles
+        self.notes = notes
+        self.pending_notes: list[str] = []
+        self.note_count = 0
+        self.boxes: list[Element] = []
+
+    # block level: paragraphs and tables in order; content controls read in place
+    def blocks(self, container: Element) -> None:
+        tags = self.tags
+        for child in container:
+            tag = child.tag
+            if tag == tags.p:
+                self.paragraph(child)
+            elif tag == tags.tbl:
+                self.emit_table(self.table(child))
+            elif tag == tags.sdt:
+                content = child.find(tags.sdt_content)
+                if content is not None:
+                    self.blocks(content)
+            elif tag in tags.block_wrappers:
+                self.blocks(child)
+
+    def paragraph(self, paragraph: Element) -> None:
+        self.boxes = []
+        text = _clean_text(self.inline_text(paragraph))
+        boxes = self.boxes
+        if text:
+            self.emit(paragraph, text)
+        for box in boxes:
+            self.blocks(box)
+
+    def emit(self, paragraph: Element, text: str) -> None:
+        tags = self.tags
+        ppr = paragraph.find(tags.ppr)
+        style_id = tags.val_of(ppr, "pStyle") or ""
+        level = self.heading_level(ppr, style_id)
+        if level is not None and len(text) <= _MAX_HEADING_CHARS:
+            self.builder.heading(" ".join(text.split()), level)
+            return
+        list_level = self.list_level(ppr, style_id)
+        if list_level is not None:
+            self.builder.list_item(text, list_level)
+        elif self.styles.name(style_id) == "caption":
+            self.builder.paragraph(text, kind="caption")
+        else:
+            self.builder.paragraph(text)
+
+    def heading_level(self, ppr: Element | None, style_id: str) -> int | None:
+        outline = _int(self.tags.val_of(ppr, "outlineLvl"))
+        if outline is not None:
+            return outline + 1 if outline < _BODY_TEXT_LEVEL else None
+        return self.styles.heading_level(style_id)
+
+    def list_level(self, ppr: Element | None, style_id: str) -> int | None:
+        numbering = None if ppr is None else ppr.find(self.tags.q("numPr"))
+        if numbering is not None:
+            if self.tags.val_of(numbering, "numId") in (None, "0"):
+                return None  # numId 0 switches off the numbering a list style would give
+            return _int(self.tags.val_of(numbering, "ilvl")) or 0
+        return 0 if self.styles.is_list(style_id) else None
+
+    # inline level: runs and the containers around them
+    def inline_text(self, container: Element) -> str:
+        tags = self.tags
+        parts: list[str] = []
+        for child in container:
+            tag = child.tag
+            if tag == tags.r:
+                self.run(child, parts)
+            elif tag in tags.inline_wrappers:
+                parts.append(self.inline_text(child))
+            elif tag == tags.sdt:
+                content = child.find(tags.sdt_content)
+                if content is not None:
+                    parts.append(self.inline_text(content))
+        return "".join(parts)
+
+    def run(self, run: Element, parts: list[str]) -> None:
+        tags = self.tags
+        for child in run:
+            tag = child.tag
+            if tag == tags.t:
+                parts.append(child.text or "")
+            elif tag == tags.tab:
+                parts.append("\t")
+            elif tag in (tags.br, tags.cr):
+                parts.append("\n")
+            elif tag == tags.no_break_hyphen:
+                parts.append("-")
+            elif tag == tags.footnote_ref:
+                parts.append(self.footnote(child.get(tags.q("id"), "")))
+            elif tag == tags.ruby:  # East Asian annotation: the base text is the content
+                base = child.find(tags.ruby_base)
+                parts.append("" if base is None else self.inline_text(base))
+            elif tag in tags.drawings or tag == tags.alternate:
+                self.boxes.extend(self.text_boxes(child))
+
+    def text_boxes(self, element: Element) -> list[Element]:
+        """Text box contents in a drawing; of alternate renderings only the first is read."""
+        if element.tag == self.tags.alternate:
+            choice = element.find(self.tags.choice)
+            return (
+                []
+                if choice is None
+                else [box for child in choice for box in self.text_boxes(child)]
+            )
+        return list(element.iter(self.tags.txbx_content))
+
+    def footnote(self, note_id: str) -> str:
+        note = self.notes.pop(note_id, None)  # popped: a note that cites itself ends here
+        if note is None:
+            return ""
+        # numbered in order of reference, as Word shows them; the ids are arbitrary
+        self.note_count += 1
+        marker = f"[^{self.note_count}]"
+        text = " ".join(self.cell_text(note, []).split())
+        if text:
+            self.pending_notes.append(f"{marker} {text}")
+        return marker
+
+    def emit_notes(self) -> None:
+        for note in self.pending_notes:
+            self.builder.paragraph(note)
+
+    # tables
+    def emit_table(self, table: _Table) -> None:
+        self.builder.table(table.rows, table.caption)
+        for inner in table.inner:
+            self.emit_table(inner)
+
+    def table(self, element: Element) -> _Table:
+        tags = self.tags
+        inner: list[_Table] = []
+        rows: list[list[str]] = []
+        for tr in self.unwrap(element, tags.tr):
+            rows.append(self.table_row(tr, rows[-1] if rows else [], inner))
+        width = max((len(row) for row in rows), default=0)
+        grid = [row + [""] * (width - len(row)) for row in rows]
+        caption = tags.val_of(element.find(tags.q("tblPr")), "tblCaption") or ""
+        return _Table(rows=grid, caption=caption, inner=inner)
+
+    def table_row(self, tr: Element, above: list[str], inner: list[_Table]) -> list[str]:
+        tags = self.tags
+        before = _int(tags.val_of(tr.find(tags.trpr), "gridBefore")) or 0
+        row = [""] * min(max(before, 0), _MAX_COLUMNS)
+        for tc in self.unwrap(tr, tags.tc):
+            tcpr = tc.find(tags.tcpr)
+            span = min(max(_int(tags.val_of(tcpr, "gridSpan")) or 1, 1), _MAX_COLUMNS)
+            merge = tags.val_of(tcpr, "vMerge")
+            col = len(row)
+            if merge is not None and merge != "restart":
+                # a continued vertical merge repeats the cell above
+                text = above[col] if col < len(above) else ""
+            elif tags.val_of(tcpr, "hMerge") not in (None, "restart") and row:
+                text = row[-1]
+            else:
+                text = self.cell_text(tc, inner)
+            row.extend([text] * span)
+            if len(row) > _MAX_COLUMNS:
+                raise ParseError(
+                    f"{self.builder.path.name}: a table row spans over {_MAX_COLUMNS} columns"
+                )
+        return row
+
+    def unwrap(self, container: Element, tag: str) -> list[Element]:
+        """Rows of a table or cells of a row, including those inside content controls."""
+        found: list[Element] = []
+        for child in container:
+            if child.tag == tag:
+                found.append(child)
+            elif child.tag == self.tags.sdt:
+                content = child.find(self.tags.sdt_content)
+                if content is not None:
+                    found.extend(self.unwrap(content, tag))
+            elif child.tag in self.tags.block_wrappers:
+                found.extend(self.unwrap(child, tag))
+        return found
+
+    def cell_text(self, container: Element, inner: list[_Table]) -> str:
+        """A cell's paragraphs as lines; a nested table joins as lines and is kept in `inner`."""
+        tags = self.tags
+        lines: list[str] = []
+        for child in container:
+            tag = child.tag
+            if tag == tags.p:
+                saved, self.boxes = self.boxes, []
+                lines.append(self.inline_text(child))
+                lines.extend(self.cell_text(box, inner) for box in self.boxes)
+                self.boxes = saved
+            elif tag == tags.tbl:
+                table = self.table(child)
+                inner.append(table)
+                lines.append(table.flat_text())
+            elif tag == tags.sdt:
+                content = child.find(tags.sdt_content)
+                if content is not None:
+                    lines.append(self.cell_text(content, inner))
+            elif tag in tags.block_wrappers:
+                lines.append(self.cell_text(child, inner))
+        return _clean_text("\n".join(lines))

@@ -1,0 +1,509 @@
+"""HWPX (OWPML, the zip format of Hangul 2010+) into blocks in reading order.
+
+An HWPX file is a zip: `Contents/content.hpf` (an OPF package) lists the section files in
+reading order and carries the metadata; `Contents/header.xml` holds the styles; each
+`Contents/sectionN.xml` holds paragraphs (`hp:p`) whose runs carry text (`hp:t`), tables
+(`hp:tbl`), shapes with text boxes, and controls (notes, headers, footers).
+
+Elements are matched by local name only: the namespace URIs differ between the 2011 and
+2016 schemas and between writers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, TypeAlias
+
+from lxml import etree
+
+from slm_factory.parsing.base import DocumentBuilder, ParseError, ParseOptions, clean_inline
+from slm_factory.parsing.safety import SafeZip
+
+if TYPE_CHECKING:
+    from kiwipiepy import Kiwi
+
+Element: TypeAlias = etree._Element
+
+_DEFAULT_PACKAGE = "Contents/content.hpf"
+_SECTION_NAME = re.compile(r"(?:^|/)section(\d+)\.xml$", re.IGNORECASE)
+_OUTLINE_STYLE = re.compile(r"^(?:개요|outline)\s*(\d+)$", re.IGNORECASE)
+# Inline marks inside hp:t and what they stand for in plain text.
+_INLINE_MARKS = {"tab": "\t", "lineBreak": "\n", "fwSpace": " ", "nbSpace": " ", "hyphen": "-"}
+# Drawing objects whose text (text boxes, captions) belongs to the document.
+_SHAPES = {
+    "pic",
+    "rect",
+    "ellipse",
+    "arc",
+    "polygon",
+    "curve",
+    "line",
+    "connectLine",
+    "container",
+    "textart",
+    "ole",
+    "video",
+    "chart",
+    "equation",
+}
+_MAX_GRID_CELLS = 250_000
+_MAX_COLUMNS = 512
+
+
+def parse(data: bytes, builder: DocumentBuilder, options: ParseOptions) -> None:
+    label = builder.path.name
+    with SafeZip(data, label) as archive:
+        package = _read_package(archive, builder)
+        if not package.sections:
+            raise ParseError(f"{label}: no Contents/section*.xml inside; not an HWPX document")
+        styles = _read_styles(archive)
+        reader = _SectionReader(builder, styles, options.hwpx_apply_spacing)
+        for name in package.sections:
+            reader.read_section(archive.read_xml(name))
+    builder.metadata.update(package.metadata)
+    builder.title = reader.first_heading or reader.first_line or _plausible_title(package.title)
+
+
+# -- package: which sections, in which order, and the metadata --------------------------------
+
+
+@dataclass
+class _Package:
+    sections: list[str] = field(default_factory=list)
+    title: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+_META_KEYS = {
+    "creator": "author",
+    "subject": "subject",
+    "description": "description",
+    "date": "date",
+    "createddate": "created",
+    "modifieddate": "modified",
+    "lastsaveby": "last_modified_by",
+}
+
+
+def _local(element: Element) -> str:
+    tag = element.tag
+    return tag.rpartition("}")[2] if isinstance(tag, str) else ""
+
+
+def _children(element: Element, name: str) -> Iterator[Element]:
+    return (child for child in element if _local(child) == name)
+
+
+def _child(element: Element, name: str) -> Element | None:
+    return next(_children(element, name), None)
+
+
+def _package_path(archive: SafeZip) -> str:
+    """The OPF file named by META-INF/container.xml, else the usual place."""
+    if archive.has("META-INF/container.xml"):
+        container = archive.read_xml("META-INF/container.xml")
+        for rootfile in container.iter("{*}rootfile"):
+            path = rootfile.get("full-path", "")
+            if path.lower().endswith(".hpf") and archive.has(path):
+                return path
+    return _DEFAULT_PACKAGE
+
+
+def _read_package(archive: SafeZip, builder: DocumentBuilder) -> _Package:
+    path = _package_path(archive)
+    if not archive.has(path):
+        builder.warn("no content.hpf package file; sections read in file-name order")
+        return _Package(sections=_sections_by_name(archive))
+    root = archive.read_xml(path)
+    package = _Package(sections=_spine_sections(root, archive, path))
+    if not package.sections:
+        package.sections = _sections_by_name(archive)
+    for element in root.iter("{*}title"):
+        package.title = clean_inline(element.text or "")
+        break
+    for meta in root.iter("{*}meta"):
+        key = _META_KEYS.get((meta.get("name") or "").lower())
+        value = clean_inline(" ".join((meta.text or "").split()))
+        if key and value:
+            package.metadata[key] = value
+    return package
+
+
+def _spine_sections(root: Element, archive: SafeZip, package_path: str) -> list[str]:
+    hrefs = {item.get("id"): item.get("href", "") for item in root.iter("{*}item")}
+    base = PurePosixPath(package_path.replace("\\", "/")).parent
+    sections: list[str] = []
+    for itemref in root.iter("{*}itemref"):
+        href = hrefs.get(itemref.get("idref"), "")
+        if not _SECTION_NAME.search(href):
+            continue
+        for candidate in (href, str(base / href)):
+            if archive.has(candidate) and candidate not in sections:
+                sections.append(candidate)
+                break
+    return sections
+
+
+def _sections_by_name(archive: SafeZip) -> list[str]:
+    found = []
+    for name in archive.names():
+        match = _SECTION_NAME.search(name)
+        if match and name.lower().startswith("contents/"):
+            found.append((int(match.group(1)), name))
+    return [name for _, name in sorted(found)]
+
+
+def _plausible_title(title: str) -> str:
+    """Package titles are often template leftovers ("1111", "3"); keep only real words."""
+    letters = sum(char.isalpha() for char in title)
+    return title if letters >= 2 else ""
+
+
+# -- styles: which paragraphs are headings or list items --------------------------------------
+
+
+@dataclass
+class _Styles:
+    """Heading levels by style id and by paragraph-shape id; list levels by paragraph shape."""
+
+    style_levels: dict[str, int] = field(default_factory=dict)
+    shape_levels: dict[str, int] = field(default_factory=dict)
+    shape_lists: dict[str, int] = field(default_factory=dict)
+
+    def kind_of(self, paragraph: Element) -> tuple[str, int]:
+        style = paragraph.get("styleIDRef", "")
+        shape = paragraph.get("paraPrIDRef", "")
+        if style in self.style_levels:
+            return "heading", self.style_levels[style]
+        if shape in self.shape_levels:
+            return "heading", self.shape_levels[shape]
+        if shape in self.shape_lists:
+            return "list_item", self.shape_lists[shape]
+        return "paragraph", 0
+
+
+def _read_styles(archive: SafeZip) -> _Styles:
+    styles = _Styles()
+    if not archive.has("Contents/header.xml"):
+        return styles
+    header = archive.read_xml("Contents/header.xml")
+    for shape in header.iter("{*}paraPr"):
+        heading = next(shape.iter("{*}heading"), None)
+        if heading is None:
+            continue
+        kind, level = heading.get("type", "NONE"), _int(heading.get("level"), 0)
+        if kind == "OUTLINE":
+            styles.shape_levels[shape.get("id", "")] = min(level + 1, 6)
+        elif kind in ("BULLET", "NUMBER"):
+            styles.shape_lists[shape.get("id", "")] = level
+    for style in header.iter("{*}style"):
+        for name in (style.get("name", ""), style.get("engName", "")):
+            match = _OUTLINE_STYLE.match(name.strip())
+            if match:
+                styles.style_levels[style.get("id", "")] = min(int(match.group(1)), 6)
+                break
+    return styles
+
+
+def _int(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default
+
+
+# -- tables -----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Table:
+    rows: list[list[str]]
+    caption: str = ""
+    inner: list[_Table] = field(default_factory=list)
+
+    def flat_text(self) -> str:
+        """The table as lines of cells: how a nested table reads inside its outer cell."""
+        lines = []
+        for row in self.rows:
+            # a merged cell repeats in every slot it covers; inside another cell once is enough
+            cells = [
+                cell
+                for index, cell in enumerate(row)
+                if cell and (index == 0 or cell != row[index - 1])
+            ]
+            lines.append(" | ".join(cells))
+        return "\n".join(line for line in lines if line)
+
+
+@dataclass
+class _Cell:
+    row: int | None
+    col: int | None
+    row_span: int
+    col_span: int
+    text: str
+
+
+def _place_cells(rows: list[list[_Cell]]) -> list[tuple[int, int, _Cell]]:
+    """Grid positions from cellAddr; cells without one go to the next free slot."""
+    taken: set[tuple[int, int]] = set()
+    placed = []
+    for row_index, cells in enumerate(rows):
+        next_col = 0
+        for cell in cells:
+            row = cell.row if cell.row is not None else row_index
+            col = cell.col
+            if col is None:
+                while (row, next_col) in taken:
+                    next_col += 1
+                col = next_col
+            for r in range(row, row + cell.row_span):
+                for c in range(col, col + cell.col_span):
+                    taken.add((r, c))
+            next_col = col + cell.col_span
+            placed.append((row, col, cell))
+    return placed
+
+
+def _grid(rows: list[list[_Cell]], declared_cols: int) -> list[list[str]]:
+    placed = _place_cells(rows)
+    if not placed:
+        return []
+    height = max(len(rows), max(row + 1 for row, _, _ in placed))
+    width = max([col + cell.col_span for _, col, cell in placed] + [declared_cols])
+    width = min(width, _MAX_COLUMNS)
+    if height * width > _MAX_GRID_CELLS:
+        raise ParseError(f"a table declares {height} x {width} cells; refused as malformed")
+    grid = [[""] * width for _ in range(height)]
+    for row, col, cell in placed:
+        for r in range(row, min(row + cell.row_span, height)):
+            for c in range(col, min(col + cell.col_span, width)):
+                grid[r][c] = cell.text
+    return grid
+
+
+# -- Korean spacing ---------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _kiwi() -> Kiwi:
+    """One Kiwi per process: it takes seconds to load its model."""
+    from kiwipiepy import Kiwi
+
+    return Kiwi()
+
+
+def _is_hangul(char: str) -> bool:
+    return "\uac00" <= char <= "\ud7a3"
+
+
+def looks_under_spaced(text: str) -> bool:
+    """Long Hangul stretches with few spaces: well-spaced Korean averages 3-4 syllables a word.
+
+    Kiwi's spacer also splits compounds in well-spaced text ("의료기기" → "의료 기기"), so it
+    is only worth running where the spacing is clearly missing.
+    """
+    words = [word for word in text.split() if any(_is_hangul(char) for char in word)]
+    syllables = sum(_is_hangul(char) for word in words for char in word)
+    return syllables >= 12 and syllables / max(len(words), 1) >= 10
+
+
+def fix_spacing(text: str) -> str:
+    lines = text.split("\n")
+    return "\n".join(_kiwi().space(line) if looks_under_spaced(line) else line for line in lines)
+
+
+# -- sections ---------------------------------------------------------------------------------
+
+Piece = str | Element
+
+
+def _clean_text(text: str) -> str:
+    return "\n".join(line for line in (clean_inline(part) for part in text.split("\n")) if line)
+
+
+def _run_text(element: Element) -> str:
+    """Text of one hp:t, with its inline marks (tabs, line breaks, fixed spaces) in place."""
+    parts = [element.text or ""]
+    for mark in element:
+        parts.append(_INLINE_MARKS.get(_local(mark), ""))
+        parts.append(mark.tail or "")
+    return "".join(parts)
+
+
+class _SectionReader:
+    """Feeds one document's sections to the builder; notes go at the end of each section."""
+
+    def __init__(self, builder: DocumentBuilder, styles: _Styles, apply_spacing: bool) -> None:
+        self.builder = builder
+        self.styles = styles
+        self.apply_spacing = apply_spacing
+        self.notes: list[str] = []
+        self.note_numbers = {"footNote": 0, "endNote": 0}
+        self.page_texts: set[str] = set()
+        self.first_heading = ""
+        self.first_line = ""
+
+    def read_section(self, root: Element) -> None:
+        for paragraph in _children(root, "p"):
+            self.body_paragraph(paragraph)
+        for note in self.notes:
+            self.emit_text(note, "paragraph", 0)
+        self.notes = []
+
+    # body: text, then each table or text box in its place
+    def body_paragraph(self, paragraph: Element) -> None:
+        kind, level = self.styles.kind_of(paragraph)
+        texts: list[str] = []
+        for piece in self.pieces(paragraph):
+            if isinstance(piece, str):
+                texts.append(piece)
+                continue
+            self.emit_text("".join(texts), kind, level)
+            texts = []
+            self.emit_object(piece)
+        self.emit_text("".join(texts), kind, level)
+
+    def emit_text(self, raw: str, kind: str, level: int) -> None:
+        text = _clean_text(raw)
+        if not text:
+            return
+        if self.apply_spacing:
+            text = fix_spacing(text)
+        if kind == "heading":
+            self.builder.heading(" ".join(text.split("\n")), level)
+            self.first_heading = self.first_heading or " ".join(text.split())
+            return
+        if kind == "list_item":
+            self.builder.list_item(text, level)
+        else:
+            self.builder.paragraph(text)
+        self.title_candidate(text)
+
+    def title_candidate(self, text: str) -> None:
+        """The first short line with words: Korean forms often put the title in a one-cell box."""
+        line = text.split("\n")[0].strip()
+        if not self.first_line and len(line) <= 120 and sum(char.isalpha() for char in line) >= 4:
+            self.first_line = line
+
+    def emit_object(self, element: Element) -> None:
+        if _local(element) == "tbl":
+            self.emit_table(self.table(element))
+            return
+        for box in self.text_boxes(element):
+            for paragraph in box:
+                self.body_paragraph(paragraph)
+
+    def emit_table(self, table: _Table) -> None:
+        filled = [row for row in table.rows if any(row)]
+        if filled and len(filled[0]) == 1:
+            self.title_candidate(" ".join(filled[0][0].split()))
+        self.builder.table(table.rows, table.caption)
+        for inner in table.inner:
+            self.emit_table(inner)
+
+    # what a paragraph holds, in order: text pieces and the objects between them
+    def pieces(self, paragraph: Element) -> Iterator[Piece]:
+        for run in _children(paragraph, "run"):
+            for child in run:
+                name = _local(child)
+                if name == "t":
+                    yield _run_text(child)
+                elif name == "ctrl":
+                    yield from self.controls(child)
+                elif name == "tbl" or name in _SHAPES:
+                    yield child
+                elif name == "dutmal":  # text with a ruby annotation: keep the main text
+                    main = _child(child, "mainText")
+                    yield "" if main is None else "".join(main.itertext())
+
+    def controls(self, ctrl: Element) -> Iterator[str]:
+        for control in ctrl:
+            name = _local(control)
+            if name in ("footNote", "endNote"):
+                yield self.note(control, name)
+            elif name in ("header", "footer"):
+                self.page_text(control)
+
+    def note(self, control: Element, kind: str) -> str:
+        self.note_numbers[kind] += 1
+        number = _int(control.get("number"), 0) or self.note_numbers[kind]
+        marker = f"[^{number}]" if kind == "footNote" else f"[^e{number}]"
+        text = " ".join(self.sublist_text(control).split())
+        if text:
+            self.notes.append(f"{marker} {text}")
+        return marker
+
+    def page_text(self, control: Element) -> None:
+        """Running headers and footers: kept once, and only when they hold words."""
+        text = " ".join(self.sublist_text(control).split())
+        if sum(char.isalpha() for char in text) >= 2 and text not in self.page_texts:
+            self.page_texts.add(text)
+            self.emit_text(text, "paragraph", 0)
+
+    # flattened text (table cells, notes, headers): nested objects become plain lines
+    def sublist_text(self, element: Element, inner: list[_Table] | None = None) -> str:
+        lines = []
+        for sublist in _children(element, "subList"):
+            for paragraph in _children(sublist, "p"):
+                lines.append(self.flat_paragraph(paragraph, inner if inner is not None else []))
+        return "\n".join(line for line in lines if line.strip())
+
+    def flat_paragraph(self, paragraph: Element, inner: list[_Table]) -> str:
+        parts: list[str] = []
+        for piece in self.pieces(paragraph):
+            if isinstance(piece, str):
+                parts.append(piece)
+            elif _local(piece) == "tbl":
+                table = self.table(piece)
+                inner.append(table)
+                parts.append("\n" + table.flat_text() + "\n")
+            else:
+                for box in self.text_boxes(piece):
+                    parts.extend("\n" + self.flat_paragraph(p, inner) for p in box)
+        return _clean_text("".join(parts))
+
+    def table(self, element: Element) -> _Table:
+        inner: list[_Table] = []
+        rows: list[list[_Cell]] = []
+        for tr in _children(element, "tr"):
+            rows.append([self.cell(tc, inner) for tc in _children(tr, "tc")])
+        caption = _child(element, "caption")
+        caption_text = "" if caption is None else self.sublist_text(caption)
+        try:
+            grid = _grid(rows, min(_int(element.get("colCnt"), 0), _MAX_COLUMNS))
+        except ParseError as error:
+            raise ParseError(f"{self.builder.path.name}: {error}") from None
+        return _Table(rows=grid, caption=" ".join(caption_text.split()), inner=inner)
+
+    def cell(self, tc: Element, inner: list[_Table]) -> _Cell:
+        address = _child(tc, "cellAddr")
+        span = _child(tc, "cellSpan")
+        row = _int(address.get("rowAddr"), -1) if address is not None else -1
+        col = _int(address.get("colAddr"), -1) if address is not None else -1
+        return _Cell(
+            row=row if row >= 0 else None,
+            col=col if 0 <= col < _MAX_COLUMNS else None,
+            row_span=max(1, _int(span.get("rowSpan"), 1)) if span is not None else 1,
+            col_span=min(max(1, _int(span.get("colSpan"), 1)), _MAX_COLUMNS)
+            if span is not None
+            else 1,
+            text=self.sublist_text(tc, inner),
+        )
+
+    def text_boxes(self, shape: Element) -> Iterator[list[Element]]:
+        """Paragraph lists inside a drawing object: its text box, its caption, grouped shapes.
+
+        The shape's description (hp:shapeComment, "그림입니다.") is generated, not content.
+        """
+        for child in shape:
+            name = _local(child)
+            if name in ("drawText", "caption"):
+                for sublist in _children(child, "subList"):
+                    yield list(_children(sublist, "p"))
+            elif name in _SHAPES:
+                yield from self.text_boxes(child)
