@@ -57,7 +57,7 @@ def test_every_corpus_file_is_a_document_or_one_clear_line(corpus: Path, parsed)
         else:
             document = documents.get(name)
             assert document is not None, f"{name} was not parsed"
-            assert len(document["text"]) > 200, name
+            assert len(document["text"]) > 100, name
             assert document["id"] and document["format"] and document["title"]
             assert document["sections"] and document["language"]
 

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections import Counter
 
 _SAMPLE = 20_000
+# A Hangul syllable block or a CJK character carries about as much as two Latin letters, so
+# a Korean page full of English terms (MIME types, code) still counts as Korean.
+_WEIGHT = {"ko": 2, "ja": 2, "zh": 2}
+_WORD = re.compile(r"[^\W\d_]+")
 
-# Latin-script languages told apart by a few very common words.
+# Latin-script languages told apart by their commonest words. Single letters are left out:
+# "y" and "a" are Spanish words but also the variables of every maths text.
 _LATIN_MARKERS = {
-    "en": {"the", "and", "of", "to", "is", "in", "that", "for"},
-    "de": {"der", "die", "und", "das", "ist", "nicht", "mit", "ein"},
-    "fr": {"le", "la", "les", "et", "est", "des", "une", "pour"},
-    "es": {"el", "la", "los", "y", "es", "del", "una", "para"},
-    "la": {"et", "in", "est", "sed", "ut", "non", "ad", "cum"},
-}
+    "en": {"the", "and", "of", "to", "is", "in", "that", "for", "with", "are", "this"},
+    "de": {"der", "die", "und", "das", "ist", "nicht", "mit", "ein", "eine", "den", "dem", "des",
+           "sich", "auf", "für", "wird", "sind", "auch", "von", "zu"},
+    "fr": {"le", "la", "les", "et", "est", "des", "une", "pour", "du", "que", "dans", "pas", "qui"},
+    "es": {"el", "la", "los", "las", "es", "del", "una", "para", "que", "por", "con", "se"},
+    "la": {"et", "est", "sed", "ut", "non", "ad", "cum", "quod", "enim"},
+}  # fmt: skip
 
 
 def _script(char: str) -> str | None:
@@ -23,7 +30,7 @@ def _script(char: str) -> str | None:
         return "ko"
     if 0x3040 <= code <= 0x30FF:
         return "ja"
-    if 0x4E00 <= code <= 0x9FFF:
+    if 0x4E00 <= code <= 0x9FFF or 0x3400 <= code <= 0x4DBF or 0xF900 <= code <= 0xFAFF:
         return "zh"
     if 0x0400 <= code <= 0x04FF:
         return "ru"
@@ -35,7 +42,10 @@ def _script(char: str) -> str | None:
 def guess_language(text: str) -> str:
     """Return an ISO 639-1 code for the dominant language, or "" when there is no text."""
     sample = text[:_SAMPLE]
-    scripts = Counter(script for script in map(_script, sample) if script)
+    scripts: Counter[str] = Counter()
+    for script in map(_script, sample):
+        if script:
+            scripts[script] += _WEIGHT.get(script, 1)
     if not scripts:
         return ""
     # Hangul wins even as a minority: Korean documents are full of Hanja and Latin terms.
@@ -48,7 +58,7 @@ def guess_language(text: str) -> str:
 
 
 def _latin(sample: str) -> str:
-    words = Counter(word.lower() for word in sample.split())
+    words = Counter(word.lower() for word in _WORD.findall(sample))
     scores = {
         lang: sum(words[word] for word in markers) for lang, markers in _LATIN_MARKERS.items()
     }
