@@ -1,0 +1,409 @@
+"""`Teacher`: calling a backend well -- bounded adaptive concurrency, retries, cache, accounting.
+
+The pool never prints: stages own the progress bar and read `stats()` when they finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import random
+import time
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from slm_factory.teacher.base import (
+    AttemptError,
+    Backend,
+    ChatRequest,
+    Completion,
+    Health,
+    Message,
+    Reply,
+    TeacherError,
+)
+from slm_factory.teacher.cache import CachedReply, ReplyCache, cache_key
+from slm_factory.teacher.jsonreply import ReplyFormatError, parse_reply, reask_messages, strip_think
+
+T = TypeVar("T")
+R = TypeVar("R")
+Schema = dict[str, Any] | type[BaseModel]
+
+MAX_RETRY_AFTER = 60.0  # a server asking for longer is treated as asking for a minute
+
+
+class AdaptiveWindow:
+    """How many requests may be in flight: AIMD, as TCP does it.
+
+    Starts at the ceiling (teacher.max_concurrency). A 429, 503 or timeout halves it -- once per
+    round: requests that were already in flight when it shrank do not shrink it again. After a
+    run of `size` successes while latency stays within 1.5x of what it was at the last change,
+    it grows by one, back towards the ceiling.
+    """
+
+    def __init__(self, ceiling: int) -> None:
+        self.ceiling = max(1, ceiling)
+        self.size = self.ceiling
+        self.smallest = self.ceiling
+        self.in_flight = 0
+        self.decreases = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._epoch = 0
+        self._streak = 0
+        self._latency: float | None = None  # moving average of successful attempts
+        self._reference: float | None = None  # that average when the window last changed
+
+    async def acquire(self) -> int:
+        """Wait for a slot; returns a ticket to pass back with the outcome."""
+        if self.in_flight < self.size and not self._waiters:
+            self.in_flight += 1
+            return self._epoch
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter  # release() hands us the slot before waking us
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # we were given a slot but will not use it
+            else:
+                self._waiters.remove(waiter)
+            raise
+        return self._epoch
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self.in_flight < self.size:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self.in_flight += 1
+                waiter.set_result(None)
+
+    def overloaded(self, ticket: int) -> None:
+        if ticket != self._epoch:
+            return  # this request started before the last decrease: already accounted for
+        self._epoch += 1
+        self.decreases += 1
+        self.size = max(1, self.size // 2)
+        self.smallest = min(self.smallest, self.size)
+        self._streak = 0
+        self._reference = None
+
+    def succeeded(self, ticket: int, latency: float) -> None:
+        self._latency = latency if self._latency is None else 0.8 * self._latency + 0.2 * latency
+        if self._reference is None:
+            self._reference = self._latency
+        if ticket != self._epoch or self.size >= self.ceiling:
+            return
+        self._streak += 1
+        if self._streak >= self.size and self._latency <= 1.5 * self._reference:
+            self.size += 1
+            self._streak = 0
+            self._reference = self._latency
+            self._wake()
+
+
+@dataclass
+class Outcome(Generic[T, R]):
+    """One item of `Teacher.map_unordered`: its value, or the TeacherError that ended it."""
+
+    item: T
+    value: R | None = None
+    error: TeacherError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class _Stats:
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.retry_reasons: Counter[str] = Counter()
+        self.failure_reasons: Counter[str] = Counter()
+        self.first: float | None = None
+        self.last: float | None = None
+
+    def started(self) -> None:
+        self.counts["calls"] += 1
+        if self.first is None:
+            self.first = time.perf_counter()
+
+    def finished(self, ok: bool, kind: str = "") -> None:
+        self.last = time.perf_counter()
+        if ok:
+            self.counts["completed"] += 1
+        else:
+            self.counts["failures"] += 1
+            self.failure_reasons[kind] += 1
+
+    def tokens(self, prompt: int, completion: int) -> None:
+        self.counts["prompt_tokens"] += prompt
+        self.counts["completion_tokens"] += completion
+
+
+class Teacher:
+    """The pipeline's handle on the teacher. Use one per stage run, inside `async with`.
+
+        async with open_teacher(config, workspace) as teacher:
+            reply = await teacher.chat(messages, schema=MyModel)   # reply.parsed: MyModel
+
+    `chat` raises TeacherError after retries; it never returns a half-good reply.
+    """
+
+    def __init__(self, backend: Backend, *, max_concurrency: int = 4, max_retries: int = 4,
+                 temperature: float = 0.3, max_tokens: int = 1024, cache: ReplyCache | None = None,
+                 backoff: float = 0.5) -> None:
+        self.backend = backend
+        self.max_retries = max_retries
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.cache = cache
+        self.backoff = backoff  # seconds before the first retry; doubles each time, jittered
+        ceiling = min(max_concurrency, backend.parallel) if backend.parallel else max_concurrency
+        self.window = AdaptiveWindow(ceiling)
+        self._stats = _Stats()
+        self._shared: dict[str, asyncio.Future[Reply]] = {}
+
+    async def __aenter__(self) -> Teacher:  # noqa: PYI034 - not meant to be subclassed
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.backend.aclose()
+
+    @property
+    def max_concurrency(self) -> int:
+        return self.window.ceiling
+
+    # -- the call -------------------------------------------------------------------------------
+
+    async def chat(self, messages: list[Message], schema: Schema | None = None, *,
+                   temperature: float | None = None, max_tokens: int | None = None, cache: bool = True,
+                   **options: Any) -> Reply:
+        """Ask once; retry what can be retried; parse JSON when `schema` is given.
+
+        `schema` is a JSON-schema dict (reply.parsed is the JSON value) or a pydantic model class
+        (reply.parsed is an instance). `options` go to the server as sampling keys (top_p, seed).
+        `cache=False` skips the reply cache, e.g. to sample the same prompt twice.
+        """
+        model = schema if isinstance(schema, type) and issubclass(schema, BaseModel) else None
+        request = ChatRequest(
+            messages=[dict(m) for m in messages],
+            schema=_json_schema(model) if model else schema,  # type: ignore[arg-type]
+            temperature=self.temperature if temperature is None else temperature,
+            max_tokens=max_tokens or self.max_tokens,
+            options=options,
+        )
+        self._stats.started()
+        try:
+            reply = await self._cached_or_asked(request, model, cache and self.cache is not None)
+        except TeacherError as error:
+            self._stats.finished(False, error.kind)
+            raise
+        self._stats.finished(True)
+        return reply
+
+    async def _cached_or_asked(self, request: ChatRequest, model: type[BaseModel] | None, use_cache: bool) -> Reply:
+        if not use_cache:
+            return await self._ask(request, model)
+        assert self.cache is not None
+        key = cache_key(self.backend.identity(), request)
+        hit = self._from_cache(key, request, model)
+        if hit is not None:
+            return hit
+        while key in self._shared:  # the same request is in flight: wait for it, do not ask twice
+            shared = self._shared[key]
+            try:
+                reply = await asyncio.shield(shared)
+            except asyncio.CancelledError:
+                if not shared.cancelled():
+                    raise  # we were cancelled ourselves
+                continue  # the first asker was cancelled; ask ourselves
+            self._stats.counts["cache_hits"] += 1
+            return replace(reply, cached=True, attempts=0, latency=0.0)
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._shared[key] = future
+        try:
+            reply = await self._ask(request, model)
+            try:
+                await self.cache.put(key, CachedReply(reply.text, reply.prompt_tokens, reply.completion_tokens,
+                                                      reply.finish_reason, reply.model))
+            except OSError:
+                self._stats.counts["cache_write_errors"] += 1  # a full disk costs a re-ask later, not the reply
+            future.set_result(reply)
+            return reply
+        except TeacherError as error:
+            future.set_exception(error)
+            future.exception()  # mark it retrieved: nobody may be waiting
+            raise
+        except BaseException:
+            future.cancel()  # waiters ask for themselves
+            raise
+        finally:
+            del self._shared[key]
+
+    def _from_cache(self, key: str, request: ChatRequest, model: type[BaseModel] | None) -> Reply | None:
+        assert self.cache is not None
+        stored = self.cache.get(key)
+        if stored is None:
+            return None
+        parsed = None
+        if request.schema is not None:
+            try:
+                parsed = parse_reply(stored.text, request.schema, model)
+            except ReplyFormatError:
+                return None
+        self._stats.counts["cache_hits"] += 1
+        return Reply(stored.text, parsed, stored.prompt_tokens, stored.completion_tokens, 0.0, 0, True,
+                     stored.model, stored.finish_reason)
+
+    async def _ask(self, request: ChatRequest, model: type[BaseModel] | None) -> Reply:
+        """Attempts until one gives a usable reply or the retry budget is spent."""
+        messages = request.messages
+        for attempt in range(1, self.max_retries + 2):
+            last = attempt > self.max_retries
+            try:
+                completion, latency = await self._attempt(replace(request, messages=messages))
+            except AttemptError as error:
+                if not error.retryable or last:
+                    raise TeacherError(_final_reason(error, attempt), error.kind, url=error.url,
+                                       attempts=attempt) from None
+                self._stats.retry_reasons[error.kind] += 1
+                self._stats.counts["retries"] += 1
+                await asyncio.sleep(self._delay(attempt, error.retry_after))
+                continue
+            text = strip_think(completion.text)
+            if request.schema is None:
+                return _reply(completion, text, None, attempt, latency, self.backend.model)
+            try:
+                parsed = parse_reply(text, request.schema, model)
+            except ReplyFormatError as error:
+                if last:
+                    raise TeacherError(f"no usable JSON after {attempt} attempts: {error}", "bad_json",
+                                       url=completion.endpoint, attempts=attempt) from None
+                self._stats.retry_reasons["bad_json"] += 1
+                self._stats.counts["retries"] += 1
+                messages = reask_messages(request.messages, text, str(error))  # no wait: the server is fine
+                continue
+            return _reply(completion, text, parsed, attempt, latency, self.backend.model)
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    async def _attempt(self, request: ChatRequest) -> tuple[Completion, float]:
+        """One call to the backend inside the window; returns the completion and its seconds."""
+        ticket = await self.window.acquire()
+        started = time.perf_counter()
+        self._stats.counts["requests"] += 1
+        try:
+            completion = await self.backend.complete(request)
+        except AttemptError as error:
+            self._stats.tokens(error.prompt_tokens, error.completion_tokens)
+            if error.overload:
+                self.window.overloaded(ticket)
+            raise
+        finally:
+            self.window.release()
+        latency = time.perf_counter() - started
+        self.window.succeeded(ticket, latency)
+        self._stats.tokens(completion.prompt_tokens, completion.completion_tokens)
+        return completion, latency
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        ceiling = min(30.0, self.backoff * 2 ** (attempt - 1))
+        delay = ceiling / 2 + random.uniform(0, ceiling / 2)  # jitter: retries do not arrive in step
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
+        return delay
+
+    # -- many calls -----------------------------------------------------------------------------
+
+    async def map_unordered(self, items: Iterable[T], worker: Callable[[T], Awaitable[R]], *,
+                            buffer: int | None = None) -> AsyncIterator[Outcome[T, R]]:
+        """Run `worker(item)` for every item, a bounded number at a time; yield as each finishes.
+
+        Items are pulled lazily, so a million chunks cost a few tasks of memory. A TeacherError
+        ends only its item (the Outcome carries it); any other exception is a bug and propagates
+        after the running tasks are cancelled.
+        """
+        limit = buffer or 2 * self.window.ceiling  # enough queued work to refill the window at once
+        iterator = iter(items)
+        running: set[asyncio.Task[Outcome[T, R]]] = set()
+        finished: asyncio.Queue[asyncio.Task[Outcome[T, R]]] = asyncio.Queue()
+
+        async def run(item: T) -> Outcome[T, R]:
+            try:
+                return Outcome(item, await worker(item))
+            except TeacherError as error:
+                return Outcome(item, error=error)
+
+        def refill() -> None:
+            while len(running) < limit:
+                try:
+                    item = next(iterator)
+                except StopIteration:
+                    return
+                task = asyncio.ensure_future(run(item))
+                # A queue of finished tasks, not asyncio.wait over all of them: O(1) per item.
+                task.add_done_callback(finished.put_nowait)
+                running.add(task)
+
+        try:
+            refill()
+            while running:
+                task = await finished.get()
+                running.discard(task)
+                refill()  # before yielding, so the window stays full while the caller works
+                yield task.result()
+        finally:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+
+    # -- accounting -----------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Totals since this Teacher was made; a stage stores them in StageResult.extra."""
+        stats = self._stats
+        seconds = (stats.last - stats.first) if stats.first is not None and stats.last is not None else 0.0
+        counts = {name: stats.counts[name] for name in
+                  ("calls", "completed", "failures", "requests", "retries", "cache_hits",
+                   "cache_write_errors", "prompt_tokens", "completion_tokens")}
+        return {
+            "backend": self.backend.name,
+            "model": self.backend.model,
+            **counts,
+            "seconds": round(seconds, 3),
+            "items_per_s": round(counts["completed"] / seconds, 3) if seconds > 0 else 0.0,
+            "window": {"ceiling": self.window.ceiling, "now": self.window.size, "smallest": self.window.smallest,
+                       "decreases": self.window.decreases},
+            "retry_reasons": dict(stats.retry_reasons),
+            "failure_reasons": dict(stats.failure_reasons),
+            "format_fallbacks": getattr(self.backend, "format_fallbacks", 0),
+        }
+
+    async def health(self) -> list[Health]:
+        return await self.backend.health()
+
+
+@functools.lru_cache(maxsize=64)
+def _json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    return model.model_json_schema()  # rebuilt on every call otherwise; models do not change
+
+
+def _reply(completion: Completion, text: str, parsed: Any, attempts: int, latency: float, model: str) -> Reply:
+    return Reply(text, parsed, completion.prompt_tokens, completion.completion_tokens, latency, attempts, False,
+                 model, completion.finish_reason)
+
+
+def _final_reason(error: AttemptError, attempts: int) -> str:
+    if error.retryable:
+        return f"{error.reason} (gave up after {attempts} attempts)"
+    return error.reason
