@@ -136,3 +136,13 @@ def test_template_documents_every_key_and_loads_to_defaults():
     # every key carries a comment line above it
     for name, field in ProjectConfig.model_fields["teacher"].annotation.model_fields.items():
         assert f"# {field.description}\n  {name}:" in text
+
+
+def test_every_shipped_example_config_loads():
+    repo = Path(__file__).resolve().parents[1]
+    examples = sorted(repo.glob("examples/**/project.yaml"))
+    assert examples
+    for path in examples:
+        config = load_config(path)
+        assert config.documents_dir.is_dir(), path
+        assert path.read_text(encoding="utf-8").startswith("#"), f"{path} should start with the command that runs it"

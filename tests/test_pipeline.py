@@ -35,7 +35,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     docs.mkdir()
     (docs / "a.txt").write_text("Alpha policy.\n\nThe subsidy deadline is 30 June 2024.", encoding="utf-8")
     (docs / "b.md").write_text("# Beta\n\nBeta text about housing.", encoding="utf-8")
-    stages = pipeline.STAGES + [
+    stages = [pipeline.stage_named("parse"),
         Stage("count", ("parsed_documents",), "qa_alpaca", ("teacher.temperature",), f"{__name__}:count_stage"),
         Stage("score", ("qa_alpaca",), "qa_scored", ("scoring",), f"{__name__}:score_stage",
               enabled=lambda config: config.scoring.enabled),

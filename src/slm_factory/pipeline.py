@@ -65,6 +65,8 @@ class StageContext:
     progress: Progress = field(default_factory=Progress)
     options: dict[str, Any] = field(default_factory=dict)
     log: logging.Logger = log
+    # Replaces the configured teacher backend (a scripted one in tests, or one built by a caller).
+    teacher_backend: Any = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,24 @@ STAGES: list[Stage] = [
         config_keys=("paths.documents", "parsing"),
         runner="slm_factory.parsing.stage:run",
         description="documents → parsed_documents.json",
+    ),
+    Stage(
+        name="generate",
+        inputs=("parsed_documents",),
+        output="qa_alpaca",
+        config_keys=("project.language", "teacher.backend", "teacher.model", "teacher.temperature",
+                     "teacher.max_context_chars", "teacher.max_tokens", "questions", "chunking"),
+        runner="slm_factory.generation.stage:run",
+        description="parsed_documents.json → qa_alpaca.json (teacher writes QA pairs)",
+    ),
+    Stage(
+        name="generate-dialogue",
+        inputs=("qa_alpaca",),
+        output="dialogues",
+        config_keys=("project.language", "teacher.backend", "teacher.model", "teacher.temperature", "dialogue"),
+        runner="slm_factory.generation.dialogue:run",
+        enabled=lambda config: config.dialogue.enabled,
+        description="qa_alpaca.json → dialogues.json (multi-turn)",
     ),
 ]
 

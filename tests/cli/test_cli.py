@@ -99,7 +99,7 @@ def test_parse_status_clean_round_trip(tmp_path: Path):
     status = json.loads(invoke("status", "-c", str(config), "--json").stdout)
     parse_row = status["stages"][0]
     assert parse_row["name"] == "parse" and parse_row["items"] == 1 and parse_row["up_to_date"]
-    assert status["resume_from"] is None
+    assert status["resume_from"] == "generate"  # the next stage has not run yet
 
     output = tmp_path / "proj" / "output"
     (output / "qa_scored.json").write_text("[]")

@@ -114,3 +114,13 @@ class RichProgress(Progress):
                 bar.update(task, rate=f"{speed:.1f}/s" if speed else "")
 
             yield advance
+
+
+def teacher_summary(stats: dict) -> str:
+    """One line of teacher accounting: requests, retries, failures, tokens, rate."""
+    return (
+        f"teacher {stats.get('backend')}/{stats.get('model')}: {stats.get('requests', 0)} requests, "
+        f"{stats.get('cache_hits', 0)} cached, {stats.get('retries', 0)} retries, {stats.get('failures', 0)} failed; "
+        f"tokens {stats.get('prompt_tokens', 0)} prompt + {stats.get('completion_tokens', 0)} completion; "
+        f"{stats.get('items_per_s', 0)} replies/s"
+    )

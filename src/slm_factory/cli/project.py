@@ -21,6 +21,7 @@ from slm_factory.cli.common import (
     fail,
     load_project,
     setup_output,
+    teacher_summary,
 )
 from slm_factory.workspace import INTERMEDIATE, Workspace
 
@@ -105,6 +106,9 @@ def status(
         table.add_row(row.name, row.artifact, "yes" if row.exists else "no",
                       "" if row.items is None else str(row.items), row.modified or "", state)
     console.print(table)
+    for name, stage_stats in stats.items():
+        if stage_stats.get("teacher"):
+            console.print(f"{name}: {teacher_summary(stage_stats['teacher'])}", highlight=False)
     console.print(f"--resume would start at: {start}" if start else "Everything is up to date.", highlight=False)
 
 

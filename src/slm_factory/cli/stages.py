@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from slm_factory.cli import app
-from slm_factory.cli.common import ConfigOption, QuietOption, RichProgress, VerboseOption, console, errors, load_project, setup_output
+from slm_factory.cli.common import teacher_summary, ConfigOption, QuietOption, RichProgress, VerboseOption, console, errors, load_project, setup_output
 from slm_factory.pipeline import StageContext, StageRun
 from slm_factory.workspace import Workspace
 
@@ -37,6 +37,10 @@ def _print_run(run: StageRun) -> None:
         console.print(table)
     counts = ", ".join(f"{k} {v}" for k, v in result.counts.items())
     console.print(f"{run.stage}: {result.items} items ({counts}) in {run.seconds:.1f} s", highlight=False)
+    if result.extra.get("teacher"):
+        console.print(teacher_summary(result.extra["teacher"]), highlight=False)
+    for line in result.lines:
+        errors.print(f"[yellow]note:[/yellow] {line}", markup=True, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -48,14 +52,50 @@ def parse(
 ) -> None:
     """Parse every document into output/parsed_documents.json."""
     setup_output(verbose, quiet)
+    run = _run_one("parse", config)
+    if strict and run.result and run.result.counts.get("failed"):
+        raise typer.Exit(1)
+
+
+def _run_one(name: str, config: Path, **options: object) -> StageRun:
     from slm_factory.pipeline import run_stage, stage_named
 
-    run = run_stage(stage_named("parse"), _context(config))
+    ctx = _context(config, **options)
+    try:
+        run = run_stage(stage_named(name), ctx)
+    except KeyboardInterrupt:
+        partial = ctx.workspace.partial_path(stage_named(name).output)
+        errors.print(f"interrupted; finished work is kept in {partial}; run the command again to resume",
+                     highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
     _print_run(run)
     if run.status == "failed":
         raise typer.Exit(1)
-    if strict and run.result and run.result.counts.get("failed"):
-        raise typer.Exit(1)
+    return run
+
+
+@app.command()
+def generate(
+    config: ConfigOption = Path("project.yaml"),
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run (a plain rerun does the same).")] = False,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Let the teacher write QA pairs for every document into output/qa_alpaca.json."""
+    setup_output(verbose, quiet)
+    _run_one("generate", config)
+
+
+@app.command("generate-dialogue")
+def generate_dialogue(
+    config: ConfigOption = Path("project.yaml"),
+    data: Annotated[Path | None, typer.Option("--data", help="QA pairs to build dialogues from (default output/qa_alpaca.json).")] = None,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Build multi-turn dialogues from QA pairs of the same document into output/dialogues.json."""
+    setup_output(verbose, quiet)
+    _run_one("generate-dialogue", config, data=str(data) if data else None)
 
 
 @app.command("run")

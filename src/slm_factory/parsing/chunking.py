@@ -38,6 +38,7 @@ class _Piece:
 class _Draft:
     heading: str
     pieces: list[_Piece] = field(default_factory=list)
+    merged: list[str] = field(default_factory=list)  # headings of small sections packed in too
 
     @property
     def tokens(self) -> int:
@@ -114,6 +115,8 @@ def _pack(drafts: list[_Draft], heading: str, pieces: list[_Piece], max_tokens: 
         drafts[-1].heading != heading and drafts[-1].tokens > max_tokens // 2
     ):
         drafts.append(_Draft(heading))
+    elif drafts[-1].heading != heading and heading not in drafts[-1].merged:
+        drafts[-1].merged.append(heading)
     for piece in pieces:
         draft = drafts[-1]
         if draft.pieces and draft.tokens + piece.tokens > max_tokens:
@@ -143,7 +146,7 @@ def _to_chunk(document: Document, index: int, draft: _Draft) -> Chunk:
         source_doc=document.path.replace("\\", "/").rsplit("/", 1)[-1],
         index=index,
         text=text,
-        heading=draft.heading,
+        heading=" | ".join(h for h in [draft.heading, *draft.merged] if h),
         pages=pages,
         tokens=estimate_tokens(text),
         has_table=any(piece.is_table for piece in draft.pieces),

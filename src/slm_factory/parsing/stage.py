@@ -57,7 +57,6 @@ def run(ctx: StageContext) -> StageResult:
         counts={status: sum(row[status] for row in table.values()) for status in ("parsed", "warned", "failed")},
         extra={"formats": table},
     )
-    result.lines = [line for o in outcomes for line in ([o.error] if o.error else []) + o.warnings]
     if not documents:
         result.failed = True
         result.lines.append("no document could be parsed; parsed_documents.json was not written")

@@ -1,0 +1,68 @@
+"""The `generate` stage: parsed_documents.json → qa_alpaca.json, resumable at any point."""
+
+from __future__ import annotations
+
+import asyncio
+
+from slm_factory.generation import prompts
+from slm_factory.generation.qa import (
+    Generator,
+    Ledger,
+    TeacherUnusable,
+    generate,
+    generation_key,
+    ordered_pairs,
+    plan_jobs,
+)
+from slm_factory.pipeline import StageContext, StageResult
+from slm_factory.records import Document
+
+
+def system_prompt(ctx: StageContext) -> str:
+    return ctx.config.questions.system_prompt or prompts.default_system_prompt(ctx.config.project.language)
+
+
+def load_documents(ctx: StageContext) -> list[Document]:
+    return [Document.model_validate(d) for d in ctx.workspace.read_json("parsed_documents")]
+
+
+def run(ctx: StageContext) -> StageResult:
+    from slm_factory.teacher import TeacherError, open_teacher
+
+    if not ctx.workspace.path("parsed_documents").exists():
+        return StageResult(failed=True, lines=["parsed_documents.json is missing; run `slm-factory parse` first"])
+    prompt = system_prompt(ctx)
+    jobs = plan_jobs(ctx.config, load_documents(ctx))
+    ledger = Ledger(ctx.workspace.checkpoint("qa_alpaca"), generation_key(ctx.config, prompt))
+
+    async def main() -> tuple[Generator, dict]:
+        async with open_teacher(ctx.config, ctx.workspace, backend=ctx.teacher_backend) as teacher:
+            with ctx.progress.task("Generating", len(jobs)) as advance:
+                generator = Generator(ctx.config, teacher, ledger, prompt,
+                                      (TeacherError, prompts.ReplyShapeError), on_done=advance)
+                await generate(generator, jobs)
+            return generator, teacher.stats()
+
+    try:
+        generator, teacher_stats = asyncio.run(main())
+    except TeacherUnusable as error:
+        done = len(ordered_pairs(ledger.pairs(), jobs))
+        return StageResult(failed=True, lines=[str(error), f"{done} pairs are saved; run again when the teacher works"])
+    pairs = ordered_pairs(ledger.pairs(), jobs)
+    stats = generator.stats
+    result = StageResult(
+        items=len(pairs),
+        counts={"pairs": len(pairs), "new": stats.accepted, "rejected": stats.rejected,
+                "failed": stats.failed, "reused": stats.skipped},
+        extra={"teacher": teacher_stats, "rejections": stats.reasons},
+    )
+    for line in generator.failures[:20]:
+        ctx.log.warning(line)
+    if stats.failed:
+        result.lines.append(f"{stats.failed} teacher requests failed; run `slm-factory generate` again to retry only those")
+    if not pairs:
+        result.failed = True
+        result.lines.append("no QA pair was produced; qa_alpaca.json was not written")
+        return result
+    ctx.workspace.write_json("qa_alpaca", pairs)
+    return result
