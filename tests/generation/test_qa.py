@@ -46,7 +46,7 @@ def teacher_script(request: ChatRequest) -> str:
 
 
 def make_context(tmp_path: Path, backend, **raw) -> StageContext:
-    raw = {"questions": {"questions_per_chunk": 2}, "chunking": {"max_tokens": 64, "overlap_tokens": 0}, **raw}
+    raw = {"questions": {"questions_per_chunk": 2}, "chunking": {"max_tokens": 90, "overlap_tokens": 0}, **raw}
     config = parse_config({"paths": {"output": str(tmp_path / "output")}, **raw})
     workspace = Workspace(config.output_dir)
     workspace.write_json("parsed_documents", [housing_document()])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from slm_factory.parsing.language import guess_language
@@ -39,6 +39,24 @@ _SPACES = re.compile(r"[ \t\u00a0\u3000]+")
 def clean_inline(text: str) -> str:
     """Collapse runs of spaces inside one line of text and trim it."""
     return _SPACES.sub(" ", text).strip()
+
+
+@dataclass
+class NestedTable:
+    """A table as a container format holds it: a grid, its caption, and the tables inside its cells."""
+
+    rows: list[list[str]]
+    caption: str = ""
+    inner: list["NestedTable"] = field(default_factory=list)
+
+    def flat_text(self) -> str:
+        """The table as lines of cells: how a nested table reads inside its outer cell."""
+        lines = []
+        for row in self.rows:
+            # a merged cell repeats in every slot it covers; inside another cell once is enough
+            cells = [cell for index, cell in enumerate(row) if cell and (index == 0 or cell != row[index - 1])]
+            lines.append(" | ".join(cells))
+        return "\n".join(line for line in lines if line)
 
 
 class DocumentBuilder:

@@ -7,23 +7,13 @@ the document lands in some chunk: nothing is silently dropped, however long the 
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 
 from slm_factory.records import Block, Chunk, Document, table_to_markdown
+from slm_factory.tokens import estimate_tokens
 
 _SENTENCE_END = re.compile(r"(?<=[.!?。다요])\s+")
-
-
-def estimate_tokens(text: str) -> int:
-    """A tokenizer-free estimate that errs high: ~4 Latin characters per token, 1 per other character.
-
-    Hangul and CJK characters cost roughly a token each in common tokenizers, so counting them
-    one-for-one keeps Korean chunks inside the teacher's context.
-    """
-    ascii_chars = sum(1 for char in text if ord(char) < 128)
-    return math.ceil(ascii_chars / 4 + (len(text) - ascii_chars))
 
 
 @dataclass

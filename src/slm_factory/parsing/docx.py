@@ -16,7 +16,7 @@ from typing import TypeAlias
 
 from lxml import etree
 
-from slm_factory.parsing.base import DocumentBuilder, ParseError, ParseOptions, clean_inline
+from slm_factory.parsing.base import DocumentBuilder, ParseError, ParseOptions, clean_inline, NestedTable
 from slm_factory.parsing.safety import SafeZip
 
 Element: TypeAlias = etree._Element
@@ -253,23 +253,6 @@ def _read_notes(archive: SafeZip, path: str | None, tags: _Tags) -> dict[str, El
 # -- body -------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Table:
-    rows: list[list[str]]
-    caption: str = ""
-    inner: list[_Table] = field(default_factory=list)
-
-    def flat_text(self) -> str:
-        """The table as lines of cells: how a nested table reads inside its outer cell."""
-        lines = []
-        for row in self.rows:
-            cells = [
-                cell
-                for index, cell in enumerate(row)
-                if cell and (index == 0 or cell != row[index - 1])
-            ]
-            lines.append(" | ".join(cells))
-        return "\n".join(line for line in lines if line)
 
 
 def _clean_text(text: str) -> str:
@@ -407,23 +390,23 @@ class _BodyReader:
             self.builder.paragraph(note)
 
     # tables
-    def emit_table(self, table: _Table) -> None:
+    def emit_table(self, table: NestedTable) -> None:
         self.builder.table(table.rows, table.caption)
         for inner in table.inner:
             self.emit_table(inner)
 
-    def table(self, element: Element) -> _Table:
+    def table(self, element: Element) -> NestedTable:
         tags = self.tags
-        inner: list[_Table] = []
+        inner: list[NestedTable] = []
         rows: list[list[str]] = []
         for tr in self.unwrap(element, tags.tr):
             rows.append(self.table_row(tr, rows[-1] if rows else [], inner))
         width = max((len(row) for row in rows), default=0)
         grid = [row + [""] * (width - len(row)) for row in rows]
         caption = tags.val_of(element.find(tags.q("tblPr")), "tblCaption") or ""
-        return _Table(rows=grid, caption=caption, inner=inner)
+        return NestedTable(rows=grid, caption=caption, inner=inner)
 
-    def table_row(self, tr: Element, above: list[str], inner: list[_Table]) -> list[str]:
+    def table_row(self, tr: Element, above: list[str], inner: list[NestedTable]) -> list[str]:
         tags = self.tags
         before = _int(tags.val_of(tr.find(tags.trpr), "gridBefore")) or 0
         row = [""] * min(max(before, 0), _MAX_COLUMNS)
@@ -460,7 +443,7 @@ class _BodyReader:
                 found.extend(self.unwrap(child, tag))
         return found
 
-    def cell_text(self, container: Element, inner: list[_Table]) -> str:
+    def cell_text(self, container: Element, inner: list[NestedTable]) -> str:
         """A cell's paragraphs as lines; a nested table joins as lines and is kept in `inner`."""
         tags = self.tags
         lines: list[str] = []

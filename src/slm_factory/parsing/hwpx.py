@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, TypeAlias
 
 from lxml import etree
 
-from slm_factory.parsing.base import DocumentBuilder, ParseError, ParseOptions, clean_inline
+from slm_factory.parsing.base import DocumentBuilder, ParseError, ParseOptions, clean_inline, NestedTable
 from slm_factory.parsing.safety import SafeZip
 
 if TYPE_CHECKING:
@@ -219,24 +219,6 @@ def _int(value: str | None, default: int) -> int:
 # -- tables -----------------------------------------------------------------------------------
 
 
-@dataclass
-class _Table:
-    rows: list[list[str]]
-    caption: str = ""
-    inner: list[_Table] = field(default_factory=list)
-
-    def flat_text(self) -> str:
-        """The table as lines of cells: how a nested table reads inside its outer cell."""
-        lines = []
-        for row in self.rows:
-            # a merged cell repeats in every slot it covers; inside another cell once is enough
-            cells = [
-                cell
-                for index, cell in enumerate(row)
-                if cell and (index == 0 or cell != row[index - 1])
-            ]
-            lines.append(" | ".join(cells))
-        return "\n".join(line for line in lines if line)
 
 
 @dataclass
@@ -398,7 +380,7 @@ class _SectionReader:
             for paragraph in box:
                 self.body_paragraph(paragraph)
 
-    def emit_table(self, table: _Table) -> None:
+    def emit_table(self, table: NestedTable) -> None:
         filled = [row for row in table.rows if any(row)]
         if filled and len(filled[0]) == 1:
             self.title_candidate(" ".join(filled[0][0].split()))
@@ -446,14 +428,14 @@ class _SectionReader:
             self.emit_text(text, "paragraph", 0)
 
     # flattened text (table cells, notes, headers): nested objects become plain lines
-    def sublist_text(self, element: Element, inner: list[_Table] | None = None) -> str:
+    def sublist_text(self, element: Element, inner: list[NestedTable] | None = None) -> str:
         lines = []
         for sublist in _children(element, "subList"):
             for paragraph in _children(sublist, "p"):
                 lines.append(self.flat_paragraph(paragraph, inner if inner is not None else []))
         return "\n".join(line for line in lines if line.strip())
 
-    def flat_paragraph(self, paragraph: Element, inner: list[_Table]) -> str:
+    def flat_paragraph(self, paragraph: Element, inner: list[NestedTable]) -> str:
         parts: list[str] = []
         for piece in self.pieces(paragraph):
             if isinstance(piece, str):
@@ -467,8 +449,8 @@ class _SectionReader:
                     parts.extend("\n" + self.flat_paragraph(p, inner) for p in box)
         return _clean_text("".join(parts))
 
-    def table(self, element: Element) -> _Table:
-        inner: list[_Table] = []
+    def table(self, element: Element) -> NestedTable:
+        inner: list[NestedTable] = []
         rows: list[list[_Cell]] = []
         for tr in _children(element, "tr"):
             rows.append([self.cell(tc, inner) for tc in _children(tr, "tc")])
@@ -478,9 +460,9 @@ class _SectionReader:
             grid = _grid(rows, min(_int(element.get("colCnt"), 0), _MAX_COLUMNS))
         except ParseError as error:
             raise ParseError(f"{self.builder.path.name}: {error}") from None
-        return _Table(rows=grid, caption=" ".join(caption_text.split()), inner=inner)
+        return NestedTable(rows=grid, caption=" ".join(caption_text.split()), inner=inner)
 
-    def cell(self, tc: Element, inner: list[_Table]) -> _Cell:
+    def cell(self, tc: Element, inner: list[NestedTable]) -> _Cell:
         address = _child(tc, "cellAddr")
         span = _child(tc, "cellSpan")
         row = _int(address.get("rowAddr"), -1) if address is not None else -1

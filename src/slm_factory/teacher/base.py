@@ -8,10 +8,11 @@ backend -- concurrency, retries, JSON parsing and re-asking, the cache, accounti
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
+
+from slm_factory.tokens import estimate_tokens
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
 
@@ -146,16 +147,6 @@ class Backend(ABC):
     def identity(self) -> dict[str, str]:
         """What, besides the request, decides the reply: part of the cache key."""
         return {"backend": self.name, "model": self.model}
-
-
-def estimate_tokens(text: str) -> int:
-    """A deliberately high token estimate, for sizing context windows without a tokenizer.
-
-    English runs ~4 characters per token; we assume 3. Hangul, CJK and other non-ASCII
-    characters often take a token each or more; we assume 1.5 so Korean prompts are not cut.
-    """
-    non_ascii = sum(1 for ch in text if ord(ch) > 127)
-    return math.ceil((len(text) - non_ascii) / 3 + non_ascii * 1.5)
 
 
 def estimate_prompt_tokens(messages: list[Message]) -> int:
