@@ -11,6 +11,7 @@ import asyncio
 import atexit
 import importlib.metadata
 import importlib.util
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,7 +78,11 @@ def _load(path: Path, n_ctx: int) -> _Loaded:
 
             if not _MODELS:
                 atexit.register(_close_all)
-            _MODELS[key] = _Loaded(Llama(model_path=str(path), n_ctx=n_ctx, verbose=False), threading.Lock())
+            # llama-cpp-python defaults to half the cores; the teacher is the only work running
+            # while generation waits on it, so give it all of them.
+            threads = os.cpu_count() or 1
+            llama = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
+            _MODELS[key] = _Loaded(llama, threading.Lock())
         return _MODELS[key]
 
 
