@@ -117,3 +117,22 @@ def test_kill_nine_at_several_points_then_resume_matches_an_uninterrupted_run(tm
     answers = [r["key"] for r in served(log) if r["kind"] == "answer"]
     # Across three kills, only requests in flight at a kill may be repeated.
     assert len(answers) - len(set(answers)) <= 3 * 4 * 3
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_finished_work_and_says_how_to_resume(tmp_path: Path, echo_teacher):
+    base, _ = echo_teacher
+    config = make_project(tmp_path / "interrupted", base)
+    process = generate(config)
+    deadline = time.monotonic() + 120
+    while len(finished_items(config)) < 5 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=60) == 130
+    message = process.stderr.read().decode()
+    assert "interrupted" in message and "qa_alpaca.partial.jsonl" in message and "Traceback" not in message
+    kept = finished_items(config)
+    assert len(kept) >= 5
+    assert generate(config).wait(timeout=300) == 0
+    pairs = json.loads((config.parent / "output" / "qa_alpaca.json").read_text())
+    assert kept <= {p["instruction"] for p in pairs}
