@@ -38,14 +38,28 @@ class Output:
 def setup_output(verbose: bool, quiet: bool) -> None:
     Output.quiet = quiet
     level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO
-    from rich.logging import RichHandler
-
-    handler = RichHandler(console=errors, show_time=False, show_path=verbose, markup=False)
-    handler.setFormatter(logging.Formatter("%(message)s"))
     root = logging.getLogger("slm_factory")
-    root.handlers[:] = [handler]
+    root.handlers[:] = [_log_handler(verbose)]
     root.setLevel(level)
     root.propagate = False
+
+
+def _log_handler(verbose: bool) -> logging.Handler:
+    if errors.is_terminal:
+        from rich.logging import RichHandler
+
+        handler: logging.Handler = RichHandler(console=errors, show_time=False, show_path=verbose, markup=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        return handler
+    # Piped or logged to a file: one plain line per message, never wrapped, easy to grep.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_PlainFormatter())
+    return handler
+
+
+class _PlainFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {record.getMessage()}"
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
