@@ -74,6 +74,10 @@ def _load(path: Path, n_ctx: int) -> _Loaded:
     key = (str(path.resolve()), n_ctx)
     with _LOADING:
         if key not in _MODELS:
+            # llama.cpp's OpenMP threads spin while waiting; beside any other busy process (a
+            # parse pool, a test server) that made prompt processing 3x slower here. Passive
+            # waiting costs nothing when the machine is idle. Must be set before libgomp loads.
+            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
             from llama_cpp import Llama  # heavy: imported only when the embedded teacher runs
 
             if not _MODELS:
