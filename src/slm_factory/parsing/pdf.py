@@ -99,6 +99,7 @@ class PageText:
     number: int
     height: float
     lines: list[Line]
+    gaps: bool = False  # spaces were read from the gaps between glyphs
     grids: list[Grid] = field(default_factory=list)
     items: list[Para | Grid] = field(default_factory=list)
 
@@ -191,28 +192,32 @@ def _extract_pages(doc: Any, options: ParseOptions) -> tuple[list[PageText], lis
     pages: list[PageText] = []
     failed: list[int] = []
     image_only: list[int] = []
+    gaps = False  # the last page needed spaces from gaps: so, most likely, will this one
     for index in range(doc.page_count):
         try:
             page = doc.load_page(index)
-            text = _extract_page(page, index + 1, options)
+            text = _extract_page(page, index + 1, options, gaps)
         except Exception:  # noqa: BLE001 -- a broken page must not cost the rest of the document
             failed.append(index + 1)
             continue
         if not text.lines and not text.grids and page.get_images():
             image_only.append(index + 1)
         pages.append(text)
+        gaps = text.gaps
     return pages, failed, image_only
 
 
-def _extract_page(page: Any, number: int, options: ParseOptions) -> PageText:
+def _extract_page(page: Any, number: int, options: ParseOptions, expect_gaps: bool = False) -> PageText:
     pymupdf = _pymupdf()
     textpage = page.get_textpage(flags=pymupdf.TEXT_MEDIABOX_CLIP)
-    lines = _lines(textpage.extractDICT()["blocks"], raw=False)
-    raw_blocks = None
-    if _needs_gaps([line.text for line in lines]):  # words placed by position: spaces from gaps
-        raw_blocks = textpage.extractRAWDICT()["blocks"]
+    # `rawdict` holds all of `dict` (span text = its characters): read once when gaps are likely
+    raw_blocks = textpage.extractRAWDICT()["blocks"] if expect_gaps else None
+    lines = _lines(raw_blocks or textpage.extractDICT()["blocks"], raw=False)
+    gaps = _needs_gaps([line.text for line in lines])
+    if gaps:  # words placed by position: spaces from gaps
+        raw_blocks = raw_blocks or textpage.extractRAWDICT()["blocks"]
         lines = _lines(raw_blocks, raw=True)
-    result = PageText(number, page.rect.height, lines)
+    result = PageText(number, page.rect.height, lines, gaps=gaps)
     if options.pdf_extract_tables and page.rotation == 0 and lines:
         # Exact paths: vectors collected in the text pass (TEXT_COLLECT_VECTORS) would save ~0.2 s
         # on a 117-page book, but their boxes for stroked paths are inflated by the miter limit.
@@ -243,35 +248,47 @@ def _lines(blocks: list[dict[str, Any]], raw: bool) -> list[Line]:
 
 def _make_line(line: dict[str, Any], raw: bool) -> Line | None:
     spans = line["spans"]  # spaces can be spans of their own, in another font
-    texts = ["".join(c["c"] for c in span["chars"]) for span in spans] if raw else [span["text"] for span in spans]
+    if spans and "chars" in spans[0]:  # a `rawdict` line
+        texts = ["".join([c["c"] for c in span["chars"]]) for span in spans]
+    else:
+        texts = [span["text"] for span in spans]
     sizes: dict[float, int] = {}  # the size of most characters: small caps and superscripts do not count
     bold = True
-    inked = []
+    first = last = None
     for span, text in zip(spans, texts):
         visible = len(text.strip())
         if visible:
-            inked.append(span)
+            if first is None:
+                first = span
+            last = span
             sizes[span["size"]] = sizes.get(span["size"], 0) + visible
             bold = bold and bool(span["flags"] & 16 or "bold" in span["font"].lower())
-    if not inked:
+    if first is None or last is None:
         return None
     if raw:
-        text = _char_text([(c["c"], c["bbox"][0], c["bbox"][2], s["size"]) for s in spans for c in s["chars"]])
-        x0 = next(c["bbox"][0] for c in inked[0]["chars"] if not c["c"].isspace())
+        text = _raw_line_text(spans)
+        x0 = next(c["bbox"][0] for c in first["chars"] if not c["c"].isspace())
     else:
-        text, x0 = _join_spans(spans, texts), inked[0]["bbox"][0]
+        text, x0 = (texts[0] if len(texts) == 1 else _join_spans(spans, texts)), first["bbox"][0]
     text = " ".join(text.split())
-    size = round(max(sizes, key=sizes.__getitem__), 1)
+    size = round(max(sizes, key=sizes.__getitem__) if len(sizes) > 1 else first["size"], 1)
     _, y0, _, y1 = line["bbox"]
-    return Line(x0, y0, inked[-1]["bbox"][2], y1, text, size, bold, letters=count_letters(text))
+    return Line(x0, y0, last["bbox"][2], y1, text, size, bold, letters=count_letters(text))
 
 
 def _join_spans(spans: list[dict[str, Any]], texts: list[str]) -> str:
+    """Span texts joined, with a space at word gaps (the `_word_gap` rule, inlined: ~10 spans a line)."""
     out = [texts[0]]
-    for before, span, text in zip(spans, spans[1:], texts[1:]):
-        x1, x0 = before["bbox"][2], span["bbox"][0]
-        if text and out[-1] and _word_gap(out[-1][-1], text[0], x1, x0, before["size"], span["size"]):
-            out.append(" ")
+    for before, span, previous, text in zip(spans, spans[1:], texts, texts[1:]):
+        if text and previous:
+            last, first = previous[-1], text[0]
+            if not (last.isspace() or first.isspace()):
+                small, large = before["size"], span["size"]
+                if small > large:
+                    small, large = large, small
+                gap = span["bbox"][0] - before["bbox"][2] > 0.25 * small
+                if gap or (small < 0.8 * large and last.isalnum() and first.isalnum()):
+                    out.append(" ")
         out.append(text)
     return "".join(out)
 
@@ -280,21 +297,37 @@ def _word_gap(before: str, after: str, x1: float, x0: float, size_before: float,
     """Whether two glyphs with no space between them are still two words (a gap, or a superscript)."""
     if before.isspace() or after.isspace():
         return False
-    small, large = sorted((size_before, size_after))
+    small, large = (size_before, size_after) if size_before <= size_after else (size_after, size_before)
     if x0 - x1 > 0.25 * small:
         return True
-    return before.isalnum() and after.isalnum() and small < 0.8 * large
+    return small < 0.8 * large and before.isalnum() and after.isalnum()
 
 
 def _char_text(chars: list[Char]) -> str:
     """Characters to text, with a space wherever the gap before a glyph is a word gap."""
-    out: list[str] = []
-    previous: Char | None = None
-    for char in chars:
-        if previous is not None and _word_gap(previous[0], char[0], previous[2], char[1], previous[3], char[3]):
+    if not chars:
+        return ""
+    out = [chars[0][0]]
+    for previous, char in zip(chars, chars[1:]):
+        if _word_gap(previous[0], char[0], previous[2], char[1], previous[3], char[3]):
             out.append(" ")
         out.append(char[0])
-        previous = char
+    return "".join(out)
+
+
+def _raw_line_text(spans: list[dict[str, Any]]) -> str:
+    """`_char_text` over the characters of a `rawdict` line, without building a tuple per glyph."""
+    out: list[str] = []
+    before: str | None = None
+    x1 = size_before = 0.0
+    for span in spans:
+        size = span["size"]
+        for char in span["chars"]:
+            glyph, box = char["c"], char["bbox"]
+            if before is not None and _word_gap(before, glyph, x1, box[0], size_before, size):
+                out.append(" ")
+            out.append(glyph)
+            before, x1, size_before = glyph, box[2], size
     return "".join(out)
 
 

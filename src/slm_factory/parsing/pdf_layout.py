@@ -392,7 +392,10 @@ def _span(group: list[Unit]) -> tuple[float, float]:
 
 def count_letters(text: str) -> int:
     """Letters in the text, counted up to 2 (enough to tell words from markers and numbers)."""
-    return sum(1 for _ in zip(range(2), _LETTER.finditer(text)))
+    first = _LETTER.search(text)
+    if first is None:
+        return 0
+    return 1 if _LETTER.search(text, first.end()) is None else 2
 
 
 def _letters(group: list[Unit]) -> int:
