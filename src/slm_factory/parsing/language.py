@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
+from functools import cache
 
 _SAMPLE = 20_000
 # A Hangul syllable block or a CJK character carries about as much as two Latin letters, so
@@ -24,6 +25,7 @@ _LATIN_MARKERS = {
 }  # fmt: skip
 
 
+@cache  # a text uses a few hundred distinct characters; look each up once
 def _script(char: str) -> str | None:
     code = ord(char)
     if 0xAC00 <= code <= 0xD7A3 or 0x1100 <= code <= 0x11FF or 0x3130 <= code <= 0x318F:
@@ -43,9 +45,10 @@ def guess_language(text: str) -> str:
     """Return an ISO 639-1 code for the dominant language, or "" when there is no text."""
     sample = text[:_SAMPLE]
     scripts: Counter[str] = Counter()
-    for script in map(_script, sample):
+    for char, count in Counter(sample).items():
+        script = _script(char)
         if script:
-            scripts[script] += _WEIGHT.get(script, 1)
+            scripts[script] += count * _WEIGHT.get(script, 1)
     if not scripts:
         return ""
     # Hangul wins even as a minority: Korean documents are full of Hanja and Latin terms.
