@@ -65,8 +65,9 @@ def _run_one(name: str, config: Path, **options: object) -> StageRun:
         run = run_stage(stage_named(name), ctx)
     except KeyboardInterrupt:
         partial = ctx.workspace.partial_path(stage_named(name).output)
-        errors.print(f"interrupted; finished work is kept in {partial}; run the command again to resume",
-                     highlight=False, soft_wrap=True)
+        kept = f"finished work is kept in {partial}; run the command again to resume" if partial.exists() \
+            else "nothing was written; run the command again"
+        errors.print(f"interrupted; {kept}", highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
     _print_run(run)
     if run.status == "failed":
