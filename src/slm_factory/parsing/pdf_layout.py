@@ -22,6 +22,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
+from operator import attrgetter
 from typing import Any
 
 Box = tuple[float, float, float, float]
@@ -33,11 +34,12 @@ LineText = Callable[[list[Char]], str]
 Join = Callable[[list[str]], str]
 TOL = 3.0  # snap / join / intersection tolerance in points, as pdfplumber and find_tables use
 _MAX_PATHS_FOR_FRAMES = 2000  # clustering drawings is quadratic; maps and plots can have 10^4 paths
+_X0, _Y0, _Y0_X0 = attrgetter("x0"), attrgetter("y0"), attrgetter("y0", "x0")
 _LETTER = re.compile(r"[^\W\d_]")
 
 
 # -- records ---------------------------------------------------------------------------------
-@dataclass
+@dataclass(slots=True)
 class Line:
     """One line of text where it sits on the page; `column` is filled in by `reading_order`."""
 
@@ -52,7 +54,7 @@ class Line:
     letters: int = 0  # letters, counted up to 2: enough to tell a text column from a marker strip
 
 
-@dataclass
+@dataclass(slots=True)
 class Grid:
     """A table where it sits on the page, as rows of cell texts."""
 
@@ -372,14 +374,16 @@ def reading_order(lines: list[Line], grids: list[Grid], body_size: float) -> lis
     gutter = max(4.0, 0.5 * body_size)
     while stack:
         group, column = stack.pop()
-        parts = _split_columns(group, gutter, min_width=2.5 * body_size)
-        if parts:
-            stack.extend((part, _span(part)) for part in reversed(parts))
-            continue
-        parts = None if _single_flow(group) else _split_rows(group)
-        if parts:
-            stack.extend((part, column) for part in reversed(parts))
-            continue
+        # One flow (each line overlaps the next one down) has no gutter to split at: skip the search.
+        if not _single_flow(group):
+            parts = _split_columns(group, gutter, min_width=2.5 * body_size)
+            if parts:
+                stack.extend((part, _span(part)) for part in reversed(parts))
+                continue
+            parts = _split_rows(group)
+            if parts:
+                stack.extend((part, column) for part in reversed(parts))
+                continue
         for unit in _visual_rows(group):
             unit.column = column
             ordered.append(unit)
@@ -405,7 +409,7 @@ def _letters(group: list[Unit]) -> int:
 def _split_columns(group: list[Unit], gutter: float, min_width: float) -> list[list[Unit]] | None:
     if len(group) < 2:
         return None
-    units = sorted(group, key=lambda unit: unit.x0)
+    units = sorted(group, key=_X0)
     parts: list[list[Unit]] = [[units[0]]]
     right = units[0].x1
     for unit in units[1:]:
@@ -413,7 +417,10 @@ def _split_columns(group: list[Unit], gutter: float, min_width: float) -> list[l
             parts.append([unit])
         else:
             parts[-1].append(unit)
-        right = max(right, unit.x1)
+        if unit.x1 > right:
+            right = unit.x1
+    if len(parts) < 2:
+        return None
     # A strip of list markers, line numbers or letter-spaced labels (일 시) belongs to its right.
     merged: list[list[Unit]] = []
     pending: list[Unit] = []
@@ -432,13 +439,13 @@ def _split_columns(group: list[Unit], gutter: float, min_width: float) -> list[l
 
 
 def _single_flow(group: list[Unit]) -> bool:
-    units = sorted(group, key=lambda unit: unit.y0)
+    units = sorted(group, key=_Y0)
     return all(a.x0 < b.x1 and b.x0 < a.x1 for a, b in pairwise(units))
 
 
 def _split_rows(group: list[Unit]) -> list[list[Unit]] | None:
     """Cut at the widest horizontal gap (and at gaps nearly as wide: evenly spaced rows at once)."""
-    units = sorted(group, key=lambda unit: unit.y0)
+    units = sorted(group, key=_Y0)
     gaps: list[tuple[float, int]] = []
     bottom = units[0].y1
     for index, unit in enumerate(units[1:], 1):
@@ -454,24 +461,27 @@ def _split_rows(group: list[Unit]) -> list[list[Unit]] | None:
 
 def _visual_rows(group: list[Unit]) -> list[Unit]:
     """Units in top-to-bottom order; lines side by side on one baseline become one line."""
+    if len(group) == 1:
+        return group
     rows: list[list[Unit]] = []
-    for unit in sorted(group, key=lambda unit: (unit.y0, unit.x0)):
-        last = rows[-1] if rows else None
-        if last and isinstance(unit, Line) and isinstance(last[0], Line) and _same_row(last, unit):
-            last.append(unit)
+    top = bottom = 0.0  # of the last row
+    for unit in sorted(group, key=_Y0_X0):
+        if rows and isinstance(unit, Line) and isinstance(rows[-1][0], Line) and _same_row(top, bottom, unit):
+            rows[-1].append(unit)
+            top, bottom = min(top, unit.y0), max(bottom, unit.y1)
         else:
             rows.append([unit])
+            top, bottom = unit.y0, unit.y1
     return [row[0] if len(row) == 1 else _merge_row(row) for row in rows]  # type: ignore[arg-type]
 
 
-def _same_row(row: list[Unit], line: Line) -> bool:
-    top, bottom = min(u.y0 for u in row), max(u.y1 for u in row)
+def _same_row(top: float, bottom: float, line: Line) -> bool:
     overlap = min(bottom, line.y1) - max(top, line.y0)
     return overlap >= 0.5 * min(bottom - top, line.y1 - line.y0)
 
 
 def _merge_row(row: list[Line]) -> Line:
-    row = sorted(row, key=lambda line: line.x0)
+    row = sorted(row, key=_X0)
     main = max(row, key=lambda line: len(line.text))
     box = (row[0].x0, min(line.y0 for line in row), max(line.x1 for line in row), max(line.y1 for line in row))
     text = " ".join(line.text for line in row)
