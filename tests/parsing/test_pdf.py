@@ -205,6 +205,24 @@ def test_damaged_pdfs_fail_with_one_clear_line(corpus: Path, tmp_path: Path) -> 
     assert outcome.document is not None or outcome.error.startswith("truncated.pdf: no pages found (damaged")
 
 
+def test_the_cycle_collector_is_back_on_after_a_parse_that_fails_or_succeeds(corpus: Path, tmp_path: Path) -> None:
+    import gc
+
+    broken = tmp_path / "broken.pdf"
+    broken.write_bytes(b"%PDF-1.7\n" + b"\x00" * 100)
+    assert gc.isenabled()
+    assert parse_file(broken, OPTIONS).error
+    assert gc.isenabled()
+    assert parse_file(corpus / NICS, OPTIONS).document is not None
+    assert gc.isenabled()
+    gc.disable()
+    try:  # a caller that turned it off keeps it off
+        parse_file(corpus / NICS, OPTIONS)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 # -- small PDFs written here -------------------------------------------------------------------
 WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf"]
 WORDS += ["hotel", "india", "juliet", "kilo", "lima", "mike", "november"]
