@@ -63,7 +63,10 @@ def test_sample_headings_lists_caption_and_table(corpus: Path) -> None:
     assert ("heading", 2, "Let’s eat") in blocks
     items = [text for kind, _, text in blocks if kind == "list_item"]
     assert items[:3] == ["You can relax and look around", "Paddle about", "Enjoy summer warmth"]
-    assert "Use sun cream" in items
+    # the numbers Word draws come from numbering.xml (abstract 10, "%1."); the next list has another
+    # abstract definition (19), so it counts from 1 again
+    assert items[3:6] == ["1. Wear sunglasses", "2. Don’t forget to drink water", "3. Use sun cream"]
+    assert items[6:9] == ["1. Leaves", "2. Berries", "3. Grain"]
     # a List Bullet paragraph with numId 0 has its numbering switched off
     assert ("paragraph", 0, "Also, don’t forget:") in blocks
     assert ("caption", 0, "Figure 1: This is a cute duckling") in blocks
@@ -128,6 +131,21 @@ def test_handbook_headings_match_its_styles_and_parse_fast(corpus: Path) -> None
     assert levels == styled
     assert document.title == "CHAPTER 1 – INTRODUCTION"
     assert "[^1] / 28 U.S.C. § 586(b), (c), d), (e)." in document.text  # its first footnote
+
+
+def test_list_numbers_word_draws_are_in_the_text(corpus: Path) -> None:
+    """The numbers are not in the paragraphs' text (python-docx reads none); Word draws them."""
+    reference = [p.text for p in docx.Document(str(corpus / CONTRACT)).paragraphs]
+    assert any(text.startswith("Система должна быть запрограммирована таким образом") for text in reference)
+    items = [text for kind, _, text in _blocks(_parse(corpus / CONTRACT)) if kind == "list_item"]
+    clauses = [text.split(" ", 1)[0] for text in items if text.startswith("3.")]
+    assert clauses[:10] == ["3.", "3.1.", "3.1.1.", "3.1.2.", "3.1.3.", "3.1.4.", "3.1.5.", "3.1.6.", "3.2.", "3.2.1."]
+    assert any(text.startswith("3.1.2. Система должна быть запрограммирована таким образом") for text in items)
+    handbook = [text for kind, _, text in _blocks(_parse(corpus / HANDBOOK)) if kind == "list_item"]
+    fee = next(i for i, text in enumerate(handbook) if "an amount not to exceed the highest rate" in text)
+    assert [text.split(" ", 1)[0] for text in handbook[fee:fee + 3]] == ["1.", "2.", "3."]
+    assert not any(p.text.startswith("1.") for p in docx.Document(str(corpus / HANDBOOK)).paragraphs
+                   if "an amount not to exceed the highest rate" in p.text)
 
 
 def test_contract_tables_and_cyrillic_values(corpus: Path) -> None:

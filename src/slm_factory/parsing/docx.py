@@ -4,7 +4,8 @@ The body XML is walked directly rather than through python-docx: python-docx ski
 inside content controls (`w:sdt`) and nested in cells, and every part is read through
 SafeZip and `parse_xml` first, so zip bombs and entity attacks are refused before any XML
 library expands them. Styles give heading levels and list styles; numbering (`w:numPr`)
-marks list items; merged cells are repeated over every grid slot they cover.
+marks list items and, through numbering.xml, gives them the numbers Word shows ("3.2.", "a)");
+merged cells are repeated over every grid slot they cover.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import TypeAlias
 
 from lxml import etree
 
-from slm_factory.parsing.base import DocumentBuilder, ParseError, ParseOptions, clean_inline, NestedTable
+from slm_factory.parsing.base import DocumentBuilder, NestedTable, ParseError, ParseOptions, clean_inline
+from slm_factory.parsing.docx_numbering import Numbering
 from slm_factory.parsing.safety import SafeZip
 
 Element: TypeAlias = etree._Element
@@ -40,11 +42,17 @@ def parse(data: bytes, builder: DocumentBuilder, options: ParseOptions) -> None:
         tags = _Tags(etree.QName(body_root).namespace or _MAIN_NS)
         styles = _read_styles(archive, parts.get("styles"), tags)
         notes = _read_notes(archive, parts.get("footnotes"), tags)
+        numbering_part = parts.get("numbering")
+        numbering = (
+            Numbering.read(archive.read_xml(numbering_part), tags.q, styles.numbering_styles)
+            if numbering_part and archive.has(numbering_part)
+            else Numbering.empty()
+        )
         builder.metadata.update(_core_properties(archive))
     body = body_root.find(tags.body)
     if body is None:
         raise ParseError(f"{label}: {main} has no document body")
-    reader = _BodyReader(builder, tags, styles, notes)
+    reader = _BodyReader(builder, tags, styles, notes, numbering)
     reader.blocks(body)
     reader.emit_notes()
 
@@ -90,7 +98,7 @@ def _main_part(archive: SafeZip) -> str:
 def _related_parts(archive: SafeZip, main: str) -> dict[str, str]:
     parts = _relationships(archive, main)
     base = PurePosixPath(main).parent
-    for kind in ("styles", "footnotes"):
+    for kind in ("styles", "footnotes", "numbering"):
         default = str(base / f"{kind}.xml")
         if kind not in parts and archive.has(default):
             parts[kind] = default
@@ -180,11 +188,14 @@ class _Style:
     based_on: str = ""
     outline: int | None = None
     numbered: bool | None = None
+    num_id: str | None = None
+    level: int | None = None
 
 
 @dataclass
 class _Styles:
     by_id: dict[str, _Style] = field(default_factory=dict)
+    numbering_styles: dict[str, str] = field(default_factory=dict)  # style id -> w:numId
 
     def _chain(self, style_id: str) -> list[_Style]:
         chain: list[_Style] = []
@@ -211,6 +222,13 @@ class _Styles:
                 return style.numbered
         return False
 
+    def numbering(self, style_id: str) -> tuple[str | None, int | None]:
+        """The list (w:numId) and level a paragraph style numbers its paragraphs with, if any."""
+        chain = self._chain(style_id)
+        num_id = next((style.num_id for style in chain if style.num_id is not None), None)
+        level = next((style.level for style in chain if style.level is not None), None)
+        return num_id, level
+
     def name(self, style_id: str) -> str:
         style = self.by_id.get(style_id)
         return style.name.lower() if style else ""
@@ -221,17 +239,22 @@ def _read_styles(archive: SafeZip, path: str | None, tags: _Tags) -> _Styles:
     if not path or not archive.has(path):
         return styles
     for element in archive.read_xml(path).iter(tags.q("style")):
-        if element.get(tags.q("type"), "paragraph") != "paragraph":
-            continue
+        kind = element.get(tags.q("type"), "paragraph")
         ppr = element.find(tags.ppr)
-        outline = tags.val_of(ppr, "outlineLvl")
         numbering = None if ppr is None else ppr.find(tags.q("numPr"))
         num_id = tags.val_of(numbering, "numId")
-        styles.by_id[element.get(tags.q("styleId"), "")] = _Style(
+        style_id = element.get(tags.q("styleId"), "")
+        if kind == "numbering" and num_id:
+            styles.numbering_styles[style_id] = num_id
+        if kind != "paragraph":
+            continue
+        styles.by_id[style_id] = _Style(
             name=tags.val_of(element, "name") or "",
             based_on=tags.val_of(element, "basedOn") or "",
-            outline=_int(outline),
+            outline=_int(tags.val_of(ppr, "outlineLvl")),
             numbered=None if numbering is None else num_id not in (None, "0"),
+            num_id=num_id,
+            level=_int(tags.val_of(numbering, "ilvl")),
         )
     return styles
 
@@ -261,12 +284,18 @@ def _clean_text(text: str) -> str:
 
 class _BodyReader:
     def __init__(
-        self, builder: DocumentBuilder, tags: _Tags, styles: _Styles, notes: dict[str, Element]
+        self,
+        builder: DocumentBuilder,
+        tags: _Tags,
+        styles: _Styles,
+        notes: dict[str, Element],
+        numbering: Numbering,
     ) -> None:
         self.builder = builder
         self.tags = tags
         self.styles = styles
         self.notes = notes
+        self.numbering = numbering
         self.pending_notes: list[str] = []
         self.note_count = 0
         self.boxes: list[Element] = []
@@ -291,15 +320,15 @@ class _BodyReader:
         self.boxes = []
         text = _clean_text(self.inline_text(paragraph))
         boxes = self.boxes
+        ppr = paragraph.find(self.tags.ppr)
+        style_id = self.tags.val_of(ppr, "pStyle") or ""
+        label = self.number_label(ppr, style_id)  # counted even when empty, as Word counts it
         if text:
-            self.emit(paragraph, text)
+            self.emit(ppr, style_id, f"{label} {text}" if label else text)
         for box in boxes:
             self.blocks(box)
 
-    def emit(self, paragraph: Element, text: str) -> None:
-        tags = self.tags
-        ppr = paragraph.find(tags.ppr)
-        style_id = tags.val_of(ppr, "pStyle") or ""
+    def emit(self, ppr: Element | None, style_id: str, text: str) -> None:
         level = self.heading_level(ppr, style_id)
         if level is not None and len(text) <= _MAX_HEADING_CHARS:
             self.builder.heading(" ".join(text.split()), level)
@@ -311,6 +340,18 @@ class _BodyReader:
             self.builder.paragraph(text, kind="caption")
         else:
             self.builder.paragraph(text)
+
+    def number_label(self, ppr: Element | None, style_id: str) -> str:
+        numbering = None if ppr is None else ppr.find(self.tags.q("numPr"))
+        num_id = self.tags.val_of(numbering, "numId")
+        level = _int(self.tags.val_of(numbering, "ilvl"))
+        if num_id is None or level is None:
+            style_num_id, style_level = self.styles.numbering(style_id)
+            num_id = style_num_id if num_id is None else num_id
+            level = style_level if level is None else level
+        if num_id in (None, "", "0"):
+            return ""
+        return self.numbering.label(num_id, level, style_id)
 
     def heading_level(self, ppr: Element | None, style_id: str) -> int | None:
         outline = _int(self.tags.val_of(ppr, "outlineLvl"))
@@ -451,7 +492,10 @@ class _BodyReader:
             tag = child.tag
             if tag == tags.p:
                 saved, self.boxes = self.boxes, []
-                lines.append(self.inline_text(child))
+                ppr = child.find(tags.ppr)
+                label = self.number_label(ppr, tags.val_of(ppr, "pStyle") or "")
+                text = self.inline_text(child)
+                lines.append(f"{label} {text}".strip() if label else text)  # Word shows it on empty ones
                 lines.extend(self.cell_text(box, inner) for box in self.boxes)
                 self.boxes = saved
             elif tag == tags.tbl:
