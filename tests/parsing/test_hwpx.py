@@ -396,3 +396,27 @@ def test_spacing_fixes_under_spaced_paragraphs_but_not_tables(tmp_path: Path) ->
     assert "고시한 날부터" in spaced
     assert on.blocks[1].text == "이 문장은 띄어쓰기가 이미 바르게 되어 있습니다"
     assert on.tables[0].rows == [[UNDER_SPACED, "1234567"]]
+
+
+def test_tracked_deletions_are_left_out(tmp_path: Path) -> None:
+    """변경 내용 추적: markers are empty elements inside hp:t, and a deletion can span paragraphs
+    and whole tables; insertions are kept. A deletion that never closes is ignored."""
+    body = "".join(
+        [
+            _p(
+                '<hp:t>유지<hp:deleteBegin Id="1" TcId="1"/>삭제됨<hp:deleteEnd Id="1" TcId="1" paraend="0"/>'
+                ' 남음<hp:insertBegin Id="2" TcId="2"/>추가<hp:insertEnd Id="2" TcId="2" paraend="0"/></hp:t>'
+            ),
+            _p('<hp:t>앞 문장<hp:deleteBegin Id="3" TcId="3"/>지울 문장</hp:t>'),
+            _p(_table([[_cell(0, 0, _p(_t("삭제된 표"))), _cell(0, 1, _p(_t("삭제된 칸")))]], 2)),
+            _p('<hp:t>지운 끝<hp:deleteEnd Id="3" TcId="3" paraend="1"/>뒤 문장</hp:t>'),
+            _p('<hp:t>닫히지 않은<hp:deleteBegin Id="9" TcId="9"/> 표시는 무시</hp:t>'),
+            _p(_table([[_cell(0, 0, _p(_t("남은 표"))), _cell(0, 1, _p(_t("남은 칸")))]], 2)),
+        ]
+    )
+    path = _write_hwpx(tmp_path / "tracked.hwpx", {"section0.xml": _section(body)}, package=_package(["section0.xml"]))
+    document = _parse(path)
+    texts = [block.text for block in document.blocks if block.kind == "paragraph"]
+    assert texts == ["유지 남음추가", "앞 문장", "뒤 문장", "닫히지 않은 표시는 무시"]
+    assert [table.rows for table in document.tables] == [[["남은 표", "남은 칸"]]]
+    assert "삭제" not in document.text and "지울" not in document.text

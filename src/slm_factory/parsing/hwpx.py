@@ -308,13 +308,8 @@ def _clean_text(text: str) -> str:
     return "\n".join(line for line in (clean_inline(part) for part in text.split("\n")) if line)
 
 
-def _run_text(element: Element) -> str:
-    """Text of one hp:t, with its inline marks (tabs, line breaks, fixed spaces) in place."""
-    parts = [element.text or ""]
-    for mark in element:
-        parts.append(_INLINE_MARKS.get(_local(mark), ""))
-        parts.append(mark.tail or "")
-    return "".join(parts)
+def _mark_id(mark: Element) -> str:
+    return mark.get("Id") or mark.get("id") or ""
 
 
 class _SectionReader:
@@ -329,8 +324,15 @@ class _SectionReader:
         self.page_texts: set[str] = set()
         self.first_heading = ""
         self.first_line = ""
+        # Tracked changes (변경 내용 추적): text between hp:deleteBegin and hp:deleteEnd with the same
+        # Id was deleted; it can run across runs, paragraphs and tables. Only deletions that close
+        # in the section are honoured, so a damaged marker cannot swallow the rest of the text.
+        self.closable: set[str] = set()
+        self.deleting: set[str] = set()
 
     def read_section(self, root: Element) -> None:
+        self.closable = {_mark_id(mark) for mark in root.iter("{*}deleteEnd")}
+        self.deleting = set()
         for paragraph in _children(root, "p"):
             self.body_paragraph(paragraph)
         for note in self.notes:
@@ -394,7 +396,9 @@ class _SectionReader:
             for child in run:
                 name = _local(child)
                 if name == "t":
-                    yield _run_text(child)
+                    yield self.run_text(child)
+                elif self.deleting:
+                    continue  # an object or note inside a tracked deletion
                 elif name == "ctrl":
                     yield from self.controls(child)
                 elif name == "tbl" or name in _SHAPES:
@@ -402,6 +406,22 @@ class _SectionReader:
                 elif name == "dutmal":  # text with a ruby annotation: keep the main text
                     main = _child(child, "mainText")
                     yield "" if main is None else "".join(main.itertext())
+
+    def run_text(self, element: Element) -> str:
+        """Text of one hp:t, with its inline marks (tabs, line breaks, fixed spaces) in place and
+        tracked deletions left out."""
+        parts = [] if self.deleting else [element.text or ""]
+        for mark in element:
+            name = _local(mark)
+            if name == "deleteBegin" and _mark_id(mark) in self.closable:
+                self.deleting.add(_mark_id(mark))
+            elif name == "deleteEnd":
+                self.deleting.discard(_mark_id(mark))
+            elif not self.deleting:
+                parts.append(_INLINE_MARKS.get(name, ""))
+            if not self.deleting:
+                parts.append(mark.tail or "")
+        return "".join(parts)
 
     def controls(self, ctrl: Element) -> Iterator[str]:
         for control in ctrl:
