@@ -295,3 +295,30 @@ def test_parser_reads_bytes_not_paths(tmp_path: Path) -> None:
     builder = DocumentBuilder(Path("memory.docx"), "docx", data)
     docx_parser.parse(io.BytesIO(data).getvalue(), builder, ParseOptions())
     assert "Inline control text" in builder.build().text
+
+
+def test_equations_are_read_as_one_line_of_text(tmp_path: Path) -> None:
+    """Office Math (m:oMath) sits beside the runs; without it "the energy is  where" loses its formula."""
+    math = "http://schemas.openxmlformats.org/officeDocument/2006/math"
+
+    def r(text: str) -> str:
+        return f"<m:r><m:t>{text}</m:t></m:r>"
+
+    equation = (
+        f'<m:oMath xmlns:m="{math}">{r("E=m")}<m:sSup><m:e>{r("c")}</m:e><m:sup>{r("2")}</m:sup></m:sSup></m:oMath>'
+    )
+    fraction = (
+        f'<m:oMathPara xmlns:m="{math}"><m:oMath><m:f><m:num>{r("a+b")}</m:num><m:den>{r("c")}</m:den></m:f>'
+        f'{r("=")}<m:nary><m:naryPr><m:chr m:val="∑"/></m:naryPr><m:sub>{r("i=1")}</m:sub>'
+        f'<m:sup>{r("n")}</m:sup><m:e>{r("x")}</m:e></m:nary></m:oMath></m:oMathPara>'
+    )
+    document = docx.Document()
+    document.add_paragraph("Intro.")
+    body = document.element.body
+    body.sectPr.addprevious(_raw_paragraph(f'<w:r><w:t xml:space="preserve">The energy is </w:t></w:r>{equation}'
+                                           '<w:r><w:t xml:space="preserve"> for a body at rest.</w:t></w:r>'))
+    body.sectPr.addprevious(_raw_paragraph(fraction))
+    path = tmp_path / "math.docx"
+    document.save(str(path))
+    texts = [text for _, _, text in _blocks(_parse(path))]
+    assert texts[1:] == ["The energy is E=mc^2 for a body at rest.", "(a+b)/c=∑_(i=1)^n x"]

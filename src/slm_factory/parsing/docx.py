@@ -25,6 +25,7 @@ Element: TypeAlias = etree._Element
 
 _MAIN_NS = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
 _MC_NS = "http://schemas.openxmlformats.org/markup-compatibility/2006"
+_MATH_NS = "http://schemas.openxmlformats.org/officeDocument/2006/math"
 _HEADING_STYLE = re.compile(r"^heading\s*(\d)$", re.IGNORECASE)
 _MAX_COLUMNS = 512
 _MAX_HEADING_CHARS = 200
@@ -171,6 +172,7 @@ class _Tags:
         self.block_wrappers = {q(n) for n in ("customXml", "ins", "moveTo")}
         self.drawings = {q("drawing"), q("pict"), q("object")}
         self.ruby, self.ruby_base = q("ruby"), q("rubyBase")
+        self.math = {f"{{{_MATH_NS}}}oMath", f"{{{_MATH_NS}}}oMathPara"}
 
     def val_of(self, parent: Element | None, name: str) -> str | None:
         if parent is None:
@@ -278,6 +280,63 @@ def _read_notes(archive: SafeZip, path: str | None, tags: _Tags) -> dict[str, El
 
 
 
+def math_text(element: Element) -> str:
+    """An Office Math (OMML) equation as one line of plain text: a/b, x^2, x_i, √x, ∑_(i=1)^n."""
+    name = etree.QName(element).localname if isinstance(element.tag, str) else ""
+    if name == "t":
+        return element.text or ""
+    if name in ("rPr", "ctrlPr") or name.endswith("Pr"):  # properties: the characters live elsewhere
+        return _math_property_chars(element, name)
+    parts = {etree.QName(child).localname: child for child in element if isinstance(child.tag, str)}
+
+    def part(key: str) -> str:
+        return math_text(parts[key]) if key in parts else ""
+
+    if name == "f":
+        return f"{_grouped(part('num'))}/{_grouped(part('den'))}"
+    if name in ("sSup", "sSub", "sSubSup", "sPre"):
+        sub, sup = part("sub"), part("sup")
+        return part("e") + (f"_{_grouped(sub)}" if sub else "") + (f"^{_grouped(sup)}" if sup else "")
+    if name == "rad":
+        degree = part("deg")
+        return ("" if not degree else f"{degree}") + f"√{_grouped(part('e'))}"
+    if name == "nary":
+        sign = _math_property_chars(parts["naryPr"], "naryPr") if "naryPr" in parts else "∫"
+        sub, sup = part("sub"), part("sup")
+        return sign + (f"_{_grouped(sub)}" if sub else "") + (f"^{_grouped(sup)}" if sup else "") + " " + part("e")
+    if name == "d":
+        properties = parts.get("dPr")
+        begin, end = ("(", ")") if properties is None else _delimiters(properties)
+        inner = ", ".join(math_text(child) for child in element if etree.QName(child).localname == "e")
+        return f"{begin}{inner}{end}"
+    return "".join(math_text(child) for child in element if isinstance(child.tag, str))
+
+
+def _grouped(text: str) -> str:
+    """Parenthesised when more than one symbol, so a+b over c reads (a+b)/c."""
+    return text if len(text) <= 1 or text.isalnum() or (text[0] + text[-1]) in ("()", "[]", "{}") else f"({text})"
+
+
+def _math_property_chars(properties: Element, name: str) -> str:
+    if name != "naryPr":
+        return ""
+    for child in properties:
+        if isinstance(child.tag, str) and etree.QName(child).localname == "chr":
+            return child.get(f"{{{_MATH_NS}}}val", "∫")
+    return "∫"
+
+
+def _delimiters(properties: Element) -> tuple[str, str]:
+    begin, end = "(", ")"
+    for child in properties:
+        local = etree.QName(child).localname if isinstance(child.tag, str) else ""
+        if local == "begChr":
+            begin = child.get(f"{{{_MATH_NS}}}val", "")
+        elif local == "endChr":
+            end = child.get(f"{{{_MATH_NS}}}val", "")
+    return begin, end
+
+
 def _clean_text(text: str) -> str:
     return "\n".join(line for line in (clean_inline(part) for part in text.split("\n")) if line)
 
@@ -381,6 +440,8 @@ class _BodyReader:
                 content = child.find(tags.sdt_content)
                 if content is not None:
                     parts.append(self.inline_text(content))
+            elif tag in tags.math:
+                parts.append(math_text(child))
         return "".join(parts)
 
     def run(self, run: Element, parts: list[str]) -> None:
