@@ -420,3 +420,19 @@ def test_tracked_deletions_are_left_out(tmp_path: Path) -> None:
     assert texts == ["유지 남음추가", "앞 문장", "뒤 문장", "닫히지 않은 표시는 무시"]
     assert [table.rows for table in document.tables] == [[["남은 표", "남은 칸"]]]
     assert "삭제" not in document.text and "지울" not in document.text
+
+
+def test_inline_pictures_and_equations_keep_their_sentence_whole(tmp_path: Path) -> None:
+    picture = '<hp:pic><hp:shapeComment>그림입니다.</hp:shapeComment></hp:pic>'
+    equation = "<hp:equation><hp:script>rm {A} over {B} `times` 100</hp:script></hp:equation>"
+    body = "".join(
+        [
+            _p(_t("아래 그림") + picture + _t("과 같이 배치한다.")),
+            _p(_t("비율은 ") + equation + _t(" 으로 구한다.")),
+            _p(_t("글상자 앞") + "<hp:rect><hp:drawText><hp:subList>" + _p(_t("글상자 문장"))
+               + "</hp:subList></hp:drawText></hp:rect>" + _t("글상자 뒤")),
+        ]
+    )
+    path = _write_hwpx(tmp_path / "inline.hwpx", {"section0.xml": _section(body)}, package=_package(["section0.xml"]))
+    texts = [block.text for block in _parse(path).blocks]
+    assert texts == ["아래 그림과 같이 배치한다.", "비율은 {A}/{B} × 100 으로 구한다.", "글상자 앞", "글상자 문장", "글상자 뒤"]

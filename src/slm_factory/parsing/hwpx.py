@@ -48,7 +48,6 @@ _SHAPES = {
     "ole",
     "video",
     "chart",
-    "equation",
 }
 _MAX_GRID_CELLS = 250_000
 _MAX_COLUMNS = 512
@@ -308,6 +307,26 @@ def _clean_text(text: str) -> str:
     return "\n".join(line for line in (clean_inline(part) for part in text.split("\n")) if line)
 
 
+_EQUATION_WORDS = [
+    (re.compile(r"\b(?:rm|it|bold)\b\s*"), ""),  # font switches
+    (re.compile(r"\b(?:LEFT|RIGHT)\b\s*", re.IGNORECASE), ""),
+    (re.compile(r"\s*\bover\b\s*", re.IGNORECASE), "/"),
+    (re.compile(r"\s*\btimes\b\s*", re.IGNORECASE), "×"),
+    (re.compile(r"\bsqrt\b\s*", re.IGNORECASE), "√"),
+    (re.compile(r"\bsum\b", re.IGNORECASE), "∑"),
+    (re.compile(r"[`~]"), " "),  # the editor's thin and wide spaces
+]
+
+
+def _equation_text(equation: Element) -> str:
+    """A Hangul equation (hp:equation) as text: its script, lightly cleaned ("{a+b} over c" → "{a+b}/c")."""
+    script = _child(equation, "script")
+    text = " ".join(("" if script is None else "".join(script.itertext())).split())
+    for pattern, replacement in _EQUATION_WORDS:
+        text = pattern.sub(replacement, text)
+    return " ".join(text.split())
+
+
 def _mark_id(mark: Element) -> str:
     return mark.get("Id") or mark.get("id") or ""
 
@@ -347,10 +366,17 @@ class _SectionReader:
             if isinstance(piece, str):
                 texts.append(piece)
                 continue
+            if not self.holds_blocks(piece):
+                continue  # a picture or drawing without text: the sentence around it goes on
             self.emit_text("".join(texts), kind, level)
             texts = []
             self.emit_object(piece)
         self.emit_text("".join(texts), kind, level)
+
+    def holds_blocks(self, element: Element) -> bool:
+        if _local(element) == "tbl":
+            return True
+        return any("".join(p.itertext()).strip() for box in self.text_boxes(element) for p in box)
 
     def emit_text(self, raw: str, kind: str, level: int) -> None:
         text = _clean_text(raw)
@@ -401,6 +427,8 @@ class _SectionReader:
                     continue  # an object or note inside a tracked deletion
                 elif name == "ctrl":
                     yield from self.controls(child)
+                elif name == "equation":  # inline: its script is the formula's text
+                    yield _equation_text(child)
                 elif name == "tbl" or name in _SHAPES:
                     yield child
                 elif name == "dutmal":  # text with a ruby annotation: keep the main text
