@@ -189,3 +189,31 @@ def test_binary_or_empty_text_fails_with_one_line(tmp_path: Path, data: bytes) -
     outcome = parse_file(_write(tmp_path, data, "notes.txt"), ParseOptions())
     assert outcome.document is None
     assert outcome.error and outcome.error.startswith("notes.txt: ") and "\n" not in outcome.error
+
+
+def test_double_spaced_korean_bill_is_reflowed(corpus: Path) -> None:
+    """Pulled out of a PDF with a blank line after every line, wrapped mid-word ("필요" / "한 나이");
+    the file keeps a trailing space where a wrap falls between words ("할 " / "수 있는")."""
+    document = _parse(corpus / "kr-bill-1809890-local-public-officials-act-amendment.txt")
+    paragraphs = [block.text for block in document.blocks if block.kind == "paragraph"]
+    assert any(
+        text.startswith("초등학교 저학년의 경우에도 부모의 따뜻한 사랑과 보살핌이 필요한 나이이나, 현재 공무원이")
+        and "육아휴직을 할 수 있는 자녀의 나이는" in text
+        and text.endswith("개정하려는 것임(안 제63조제2항제4호).")
+        for text in paragraphs
+    )
+    assert "대체고용인력자에게 지급하는 월 급여액을 추정하여 보자." in document.text
+    assert ("heading", "부 칙") in [(block.kind, block.text) for block in document.blocks]
+    assert not any(re.fullmatch(r"\d+ -", block.text) for block in document.blocks)  # "- 3 -" page numbers
+
+
+def test_double_spacing_and_word_wraps_need_evidence(tmp_path: Path) -> None:
+    prose = "\n\n".join(["The committee met on Monday and", "agreed on the budget for the", "coming year."] * 4)
+    english = _parse(_write(tmp_path, prose + "\n\n\n" + "\n\n".join(["A second paragraph that", "ends here."] * 2), "a.txt"))
+    texts = [block.text for block in english.blocks]
+    assert texts[0].startswith("The committee met on Monday and agreed on the budget for the coming year.")
+    assert len(texts) == 2 and texts[1].startswith("A second paragraph that ends here.")
+    # no trailing spaces anywhere: no evidence of how wraps were made, so a wrap stays a space
+    korean = "\n".join(["위원회는 월요일에 회의를 열고 다음 해의 예산과", "인력 계획에 합의하였으며 그 결과를 공개하였다"] * 8)
+    glued = _parse(_write(tmp_path, korean, "k.txt")).text
+    assert "예산과 인력" in glued and "예산과인력" not in glued

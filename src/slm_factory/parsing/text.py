@@ -247,6 +247,8 @@ _HEADING_RANK = {
     "편": 1, "장": 2, "부칙": 2, "절": 3, "관": 4,
 }  # fmt: skip
 _MAX_HEADING = 60
+_PAGE_NUMBER = re.compile(r"^[-–—]\s*\d{1,4}\s*[-–—]$")
+_GLUE = "\x00"  # ends a line cut inside a word; the file's control characters are gone by then
 _SHORT_RUN = 12  # a run of up to this many lines between blank lines is one paragraph
 
 
@@ -259,11 +261,17 @@ class _Unit:
     @property
     def text(self) -> str:
         separator = "\n" if self.kind == "article" else " "
-        return separator.join(self.lines)
+        parts: list[str] = []
+        for index, line in enumerate(self.lines):
+            parts.append(line.removesuffix(_GLUE))
+            if index < len(self.lines) - 1:
+                parts.append("" if line.endswith(_GLUE) else separator)
+        return "".join(parts)
 
 
 def _emit_plain(text: str, builder: DocumentBuilder) -> None:
-    units = [unit for run in _runs(text.split("\n")) for unit in _units(run)]
+    lines = _mark_mid_word_wraps(_undo_double_spacing(text.split("\n")))
+    units = [unit for run in _runs(lines) for unit in _units(run)]
     if not units:
         return
     offset = 0
@@ -287,11 +295,53 @@ def _emit_plain(text: str, builder: DocumentBuilder) -> None:
             builder.paragraph(unit.text)
 
 
+def _undo_double_spacing(lines: list[str]) -> list[str]:
+    """A file with a blank line after every line (text pulled out of a PDF or HWP often is):
+    there one blank line is only a line break, and two or more are a paragraph break."""
+    filled = [index for index, line in enumerate(lines) if line.strip()]
+    gaps = [b - a - 1 for a, b in zip(filled, filled[1:])]
+    if len(gaps) < 8 or sum(1 for gap in gaps if gap == 1) < 0.9 * len(gaps):
+        return lines
+    out: list[str] = []
+    for index, gap in zip(filled, gaps):
+        out.append(lines[index])
+        if gap >= 2:
+            out.append("")
+    out.append(lines[filled[-1]])
+    return out
+
+
+def _mark_mid_word_wraps(lines: list[str]) -> list[str]:
+    """Mark a line that a Korean word runs on from ("필요" + "한 나이") with `_GLUE`.
+
+    Only in files that keep the space where a line wraps between words ("할 " + "수 있는"): there a
+    line ending in Hangul with no space after it was cut inside a word. Files that strip trailing
+    spaces give no such evidence and keep a space at every wrap.
+    """
+    filled = [line for line in lines if line.strip()]
+    if not filled or sum(1 for line in filled if line[-1] in " \t") < max(3, 0.1 * len(filled)):
+        return lines
+    width = sorted(len(line.rstrip()) for line in filled)[(9 * len(filled)) // 10]
+    marked = list(lines)
+    for index, (line, following) in enumerate(zip(lines, lines[1:])):
+        ahead = following.lstrip()
+        full = len(line) >= 0.75 * width  # a short line ended where its writer ended it
+        if full and ahead and _is_hangul(line[-1]) and _is_hangul(ahead[0]):
+            marked[index] = line + _GLUE
+    return marked
+
+
+def _is_hangul(char: str) -> bool:
+    return "\uac00" <= char <= "\ud7a3"
+
+
 def _runs(lines: list[str]) -> Iterator[list[str]]:
-    """Groups of consecutive non-blank lines (stripped)."""
+    """Groups of consecutive non-blank lines (stripped); page numbers ("- 3 -") left out."""
     run: list[str] = []
     for line in lines:
         stripped = line.strip()
+        if _PAGE_NUMBER.match(stripped):
+            continue
         if stripped:
             run.append(stripped)
         elif run:
