@@ -252,6 +252,29 @@ def test_two_columns_read_in_order_and_running_lines_go(tmp_path: Path) -> None:
     assert "Annual Report" not in document.text and "Page 2 of 3" not in document.text
 
 
+def test_a_paragraph_cut_by_a_page_break_is_one_paragraph(tmp_path: Path) -> None:
+    """Lines of one width (Courier): the last line of page 1 is full and page 2 goes on in lower
+    case, so the paragraph runs on; a paragraph that ends with its sentence at the foot does not."""
+    pdf = pymupdf.open()
+    pages = [
+        ["The committee met on Monday to review", "the budget for the coming year and the", "staffing plan that the office had drawn"],
+        ["up in the spring; it approved both.", "A second paragraph starts on this page", "and ends on this page with its sentence."],
+        ["It closes at the foot of the third page", "and the next page starts a new one here."],
+        ["another paragraph in lower case, on its", "own, as the sentence before it ended."],
+    ]
+    for lines in pages:
+        page = pdf.new_page(width=595, height=842)
+        for row, line in enumerate(lines):
+            page.insert_text((72, 100 + 14 * row), line, fontname="cour", fontsize=10)
+    path = tmp_path / "runs-on.pdf"
+    pdf.save(path)
+    blocks = [(block.page, block.text) for block in _parse(path).blocks if block.kind == "paragraph"]
+    assert blocks[0] == (1, " ".join(pages[0]) + " " + pages[1][0])
+    assert blocks[1] == (2, " ".join(pages[1][1:]))
+    assert blocks[2] == (3, " ".join(pages[2]))
+    assert blocks[3] == (4, " ".join(pages[3]))
+
+
 def test_hangul_words_placed_apart_get_spaces_and_wraps_join(tmp_path: Path) -> None:
     """Like a Hancom export: each word is placed on its own, with no space character between."""
     pdf = pymupdf.open()

@@ -138,6 +138,7 @@ def _parse(data: bytes, name: str, builder: DocumentBuilder, options: ParseOptio
     for page in pages:
         page.items = _paragraphs(reading_order(page.lines, page.grids, body))
         _fix_korean_spacing(page, options)
+    _join_across_pages(pages)
     _emit(pages, body, builder)
 
 
@@ -462,6 +463,18 @@ def _starts_item(before: str, text: str) -> bool:
         return bool(match)
     marker = match.group(1).strip("(). ")
     return not (len(marker) == 1 and _HANGUL.match(marker) and _HANGUL.match(before[-1]))
+
+
+def _join_across_pages(pages: list[PageText]) -> None:
+    """A paragraph that runs on from the foot of one page to the head of the next is one
+    paragraph, kept on the page where it starts: most page breaks fall inside a paragraph."""
+    for before, after in pairwise(pages):
+        if not before.items or not after.items:
+            continue
+        tail, head = before.items[-1], after.items[0]
+        if isinstance(tail, Para) and isinstance(head, Para) and _runs_on(tail.lines[-1], head.lines[0]):
+            before.items[-1] = Para(tail.lines + head.lines, _join(tail.text, head.text))
+            after.items.pop(0)
 
 
 def _runs_on(a: Line, b: Line) -> bool:
