@@ -2,9 +2,10 @@
 
     python bench/parse.py [--corpus DIR] [--json OUT] [--repeat N] [--no-layout-pass]
 
-1. Every corpus file through `registry.parse_file` in a pool of 2 worker processes (as the
-   `parse` stage runs it): what each file gives (status, pages, tables) and the peak RSS of the
-   workers, with nothing else loaded in them.
+1. Every corpus file through `registry.parse_file` in a pool of 2 worker processes, as the
+   `parse` stage runs it (Hangul line wraps left to the main process, which decides them with
+   one Kiwi): what each file gives (status, pages, tables) and the peak RSS of the workers and
+   of the main process, with nothing else loaded in them.
 2. Timing, paired: in a second pool of 2, each file is parsed by us (tables on), by us with
    `pdf_extract_tables` off (PDFs) and converted by markitdown (pdf, docx, html, txt/md), one
    after the other in the same worker, N times (default 3); the best time of each counts. Both
@@ -36,6 +37,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from slm_factory.parsing import korean
 from slm_factory.parsing.base import ParseOptions
 from slm_factory.parsing.registry import format_of, parse_file
 
@@ -75,7 +77,9 @@ def _ours(path: str, options: ParseOptions) -> dict[str, Any]:
     outcome = parse_file(Path(path), options)
     seconds = time.perf_counter() - start
     document = outcome.document
+    wraps = korean.windows(document.text) if document and options.defer_hangul_wraps else []
     return {
+        "wraps": wraps,
         "file": Path(path).name, "format": outcome.format, "seconds": seconds, "status": outcome.status,
         "pages": (document.pages or len(document.sections)) if document else 0,
         "tables": [table.page for table in document.tables] if document else [],
@@ -151,9 +155,10 @@ def main() -> None:
     pdfs = [f for f in files if f.endswith(".pdf")]
     readable = [f for f in files if (format_of(Path(f)) or "") in MARKITDOWN_FORMATS]
 
-    with _pool(_warm_ours) as pool:
+    with _pool(_warm_ours) as pool:  # as the parse stage runs: Hangul wraps decided in the main process
         start = time.perf_counter()
-        ours = list(pool.map(_ours, files, [ParseOptions()] * len(files)))
+        ours = list(pool.map(_ours, files, [ParseOptions(defer_hangul_wraps=True)] * len(files)))
+        korean.decide((window for row in ours for window in row.pop("wraps")), use_kiwi=True)
         ours_wall = time.perf_counter() - start
     with _pool(_warm_both) as pool:
         timed = {r["file"]: r for r in pool.map(_timed, files, [args.repeat] * len(files))}
@@ -250,8 +255,8 @@ def _summarise(ours: list[dict[str, Any]], no_tables: list[dict[str, Any]], mark
              "met": (ratio["pdf, tables off"] or 0) >= 20},
             {"target": "DOJ handbook DOCX < 2 s", "value": round(doj["seconds"], 2) if doj else None,
              "met": bool(doj and doj["seconds"] < 2)},
-            {"target": "peak memory < 1 GB (both workers)", "value": round(sum(peaks.values()), 1),
-             "met": sum(peaks.values()) < 1024},
+            {"target": "peak memory < 1 GB (both workers and the main process)",
+             "value": round(sum(peaks.values()) + _peak_rss_mb(), 1), "met": sum(peaks.values()) + _peak_rss_mb() < 1024},
         ],
         "failures": {r["file"]: r["error"] for r in ours if r["error"]},
         "files": [

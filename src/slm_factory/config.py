@@ -74,7 +74,11 @@ class PdfOptions(Section):
 
 
 class HwpxOptions(Section):
-    apply_spacing: bool = Field(True, description="Repair Korean word spacing (kiwipiepy) in HWPX text.")
+    apply_spacing: bool = Field(
+        True,
+        description="Repair Korean word spacing with kiwipiepy: under-spaced HWPX and PDF text, and "
+        "whether each Hangul line wrap in a PDF falls between words.",
+    )
 
 
 class ParsingSection(Section):

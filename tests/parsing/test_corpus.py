@@ -75,3 +75,17 @@ def test_documents_carry_their_structure(parsed):
         assert table["rows"] and table["markdown"].startswith("|")
         block_tables = [b["table"] for s in document["sections"] for b in s["blocks"] if b["kind"] == "table"]
         assert sorted(block_tables) == list(range(len(document["tables"])))
+
+
+@pytest.mark.slow
+def test_hangul_wraps_are_settled_in_the_stage(parsed):
+    """Workers leave Hangul line wraps undecided; the stage decides them with one Kiwi."""
+    _, documents = parsed
+    minutes = documents["kr-national-assembly-env-labor-committee-minutes-2024-05-07.pdf"]
+    assert "남은 기간에" in minutes["text"] and "우리 위원회를" in minutes["text"]
+    for document in documents.values():
+        blocks = [b["text"] for s in document["sections"] for b in s["blocks"]]
+        strings = [document["text"], document["title"], *blocks, *(s["title"] for s in document["sections"])]
+        assert not any("\x00" in text for text in strings), document["path"]
+        assert document["text"] == "\n\n".join("\n\n".join(b["text"] for b in s["blocks"] if b["text"])
+                                               for s in document["sections"] if s["blocks"])

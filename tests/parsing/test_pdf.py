@@ -88,10 +88,22 @@ def test_korean_minutes_tables_have_cells_whose_text_is_not_repeated(corpus: Pat
     assert "이은주 (2024. 1. 25. 사직)" in document.text
 
 
-def test_kiwi_is_not_needed_where_word_gaps_give_the_spaces(corpus: Path) -> None:
-    for name in (BILL, REVIEW):
-        spaced = _parse(corpus / name, ParseOptions(hwpx_apply_spacing=True))
-        assert spaced.text == _parse(corpus / name, ParseOptions(hwpx_apply_spacing=False)).text
+def test_hangul_line_wraps_become_a_space_or_nothing(corpus: Path) -> None:
+    """Hancom PDFs wrap Korean lines inside words and between them, with no space glyph to tell
+    (about half of the corpus's 757 Hangul wraps are between words). With spacing on, Kiwi reads
+    the words around each wrap; within lines the spaces still come from the gaps, untouched."""
+    for name, between, inside in [
+        (BILL, ["등을 구성하도록", "않고 모든"], ["탄소중립기본계획 및"]),
+        (MINUTES, ["남은 기간에", "우리 위원회를", "의견을 최대한"], ["고용노동법안심사소위원회로"]),
+    ]:
+        spaced = _parse(corpus / name, ParseOptions(hwpx_apply_spacing=True)).text
+        plain = _parse(corpus / name, ParseOptions(hwpx_apply_spacing=False)).text
+        assert spaced.replace(" ", "") == plain.replace(" ", "")  # only spaces differ
+        for words in between:
+            assert words in spaced and words.replace(" ", "") in plain
+        for word in inside:
+            assert word in spaced and word in plain
+        assert "\x00" not in spaced and "\x00" not in plain
 
 
 # -- tables ------------------------------------------------------------------------------------

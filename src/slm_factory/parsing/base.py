@@ -27,6 +27,9 @@ class ParseOptions:
     pdf_extract_tables: bool = True
     pdf_password: str | None = None
     hwpx_apply_spacing: bool = True
+    # Leave Hangul line wraps undecided in the text (korean.WRAP) for the caller to settle with
+    # one Kiwi for all documents (the parse stage does, in its main process).
+    defer_hangul_wraps: bool = False
 
 
 def file_id(data: bytes) -> str:

@@ -14,17 +14,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TypeAlias
 
 from lxml import etree
 
+from slm_factory.parsing import korean
 from slm_factory.parsing.base import DocumentBuilder, ParseError, ParseOptions, clean_inline, NestedTable
 from slm_factory.parsing.safety import SafeZip
-
-if TYPE_CHECKING:
-    from kiwipiepy import Kiwi
 
 Element: TypeAlias = etree._Element
 
@@ -270,14 +267,6 @@ def _grid(rows: list[list[_Cell]], declared_cols: int) -> list[list[str]]:
 # -- Korean spacing ---------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=1)
-def _kiwi() -> Kiwi:
-    """One Kiwi per process: it takes seconds to load its model."""
-    from kiwipiepy import Kiwi
-
-    return Kiwi()
-
-
 def _is_hangul(char: str) -> bool:
     return "\uac00" <= char <= "\ud7a3"
 
@@ -295,7 +284,7 @@ def looks_under_spaced(text: str) -> bool:
 
 def fix_spacing(text: str) -> str:
     lines = text.split("\n")
-    return "\n".join(_kiwi().space(line) if looks_under_spaced(line) else line for line in lines)
+    return "\n".join(korean.kiwi().space(line) if looks_under_spaced(line) else line for line in lines)
 
 
 # -- sections ---------------------------------------------------------------------------------

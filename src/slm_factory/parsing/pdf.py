@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
+from slm_factory.parsing import korean
 from slm_factory.parsing.base import DocumentBuilder, ParseError, ParseOptions
+from slm_factory.parsing.korean import WRAP
 from slm_factory.parsing.pdf_layout import (
     Box,
     Char,
@@ -72,14 +74,6 @@ def _pymupdf() -> Any:
     pymupdf.TOOLS.mupdf_display_errors(False)  # damaged files are reported by our own message
     pymupdf.TOOLS.mupdf_display_warnings(False)
     return pymupdf
-
-
-@functools.cache
-def _kiwi() -> Any:
-    """One Kiwi per process, started only when a page needs it (~1 s; 4 s with all dictionaries)."""
-    from kiwipiepy import Kiwi
-
-    return Kiwi(load_typo_dict=False, load_multi_dict=False)
 
 
 # -- records for one page ----------------------------------------------------------------------
@@ -139,6 +133,7 @@ def _parse(data: bytes, name: str, builder: DocumentBuilder, options: ParseOptio
         page.items = _paragraphs(reading_order(page.lines, page.grids, body))
         _fix_korean_spacing(page, options)
     _join_across_pages(pages)
+    _settle_wraps([item for page in pages for item in page.items if isinstance(item, Para)], options)
     _emit(pages, body, builder)
 
 
@@ -405,7 +400,7 @@ def _paragraphs(units: list[Unit]) -> list[Para | Grid]:
         if current:
             text = current[0].text
             for a, b in pairwise(current):  # a line that stops short wrapped at a word gap
-                text = _join(text, b.text, word_gap=a.column[1] - a.x1 > 1.5 * a.size)
+                text = _join(text, b.text, word_gap=a.column[1] - a.x1 > 1.5 * a.size, mark=True)
             items.append(Para(list(current), _LEADER.sub(" … ", text)))
             current.clear()
 
@@ -473,7 +468,7 @@ def _join_across_pages(pages: list[PageText]) -> None:
             continue
         tail, head = before.items[-1], after.items[0]
         if isinstance(tail, Para) and isinstance(head, Para) and _runs_on(tail.lines[-1], head.lines[0]):
-            before.items[-1] = Para(tail.lines + head.lines, _join(tail.text, head.text))
+            before.items[-1] = Para(tail.lines + head.lines, _join(tail.text, head.text, mark=True))
             after.items.pop(0)
 
 
@@ -492,13 +487,16 @@ def _cjk(char: str) -> bool:
     return 0xAC00 <= code <= 0xD7A3 or 0x3130 <= code <= 0x318F or 0x3040 <= code <= 0x30FF or 0x4E00 <= code <= 0x9FFF
 
 
-def _join(a: str, b: str, word_gap: bool = False) -> str:
-    """Join a wrapped line to the text before it: Hangul and Han wraps mid-word, Latin at spaces."""
+def _join(a: str, b: str, word_gap: bool = False, mark: bool = False) -> str:
+    """Join a wrapped line to the text before it: Han wraps mid-word, Latin at spaces; Hangul may
+    wrap either way, so with `mark` a Hangul wrap is left as `WRAP` for `_settle_wraps`."""
     if not a or not b:
         return a or b
     if word_gap and _cjk(a[-1]) and _cjk(b[0]):
         return f"{a} {b}"
     last, first = a[-1], b[0]
+    if mark and _HANGUL.match(last) and _HANGUL.match(first):
+        return f"{a}{WRAP}{b}"
     if last == "\xad":
         return a[:-1] + b
     fragment = a[:-1].rsplit(" ", 1)[-1]
@@ -580,7 +578,21 @@ def _fix_korean_spacing(page: PageText, options: ParseOptions) -> None:
         return
     for paragraph in paragraphs:
         if _HANGUL.search(paragraph.text):
-            paragraph.text = _with_spaces_from(_kiwi().space(paragraph.text), paragraph.text)
+            text = paragraph.text.replace(WRAP, "")  # Kiwi spaces the whole paragraph, wraps too
+            paragraph.text = _with_spaces_from(korean.kiwi().space(text), text)
+
+
+def _settle_wraps(paragraphs: list[Para], options: ParseOptions) -> None:
+    """A space or nothing at each Hangul line wrap (see `korean`): Kiwi reads the words around
+    each, all of a document's wraps in one batch (~0.1 ms each after Kiwi's ~1 s start), when
+    `hwpx_apply_spacing` is on; without it a wrap joins as inside a word (readable, a few words
+    run together). Deferred wraps stay in the text for the parse stage to settle."""
+    if options.defer_hangul_wraps and options.hwpx_apply_spacing:
+        return
+    marked = [paragraph for paragraph in paragraphs if WRAP in paragraph.text]
+    joins = korean.decide((w for p in marked for w in korean.windows(p.text)), options.hwpx_apply_spacing)
+    for paragraph in marked:
+        paragraph.text = korean.settle(paragraph.text, joins)
 
 
 def _with_spaces_from(spaced: str, original: str) -> str:

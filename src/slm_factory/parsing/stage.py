@@ -6,6 +6,7 @@ others down); each failure is one line naming the file, and the run goes on with
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import sys
@@ -14,6 +15,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
+from slm_factory.parsing import korean
 from slm_factory.parsing.base import ParseOptions
 from slm_factory.parsing.registry import EXTENSIONS, ParseOutcome, parse_file
 from slm_factory.pipeline import StageContext, StageResult
@@ -66,6 +68,15 @@ def run(ctx: StageContext) -> StageResult:
 
 
 def parse_all(files: list[Path], folder: Path, options: ParseOptions, ctx: StageContext) -> list[ParseOutcome]:
+    # Hangul line wraps are decided here, with one Kiwi (~250 MB) rather than one per worker.
+    outcomes = _parse_each(files, folder, dataclasses.replace(options, defer_hangul_wraps=True), ctx)
+    for outcome in outcomes:
+        if outcome.document is not None:
+            korean.settle_document(outcome.document, use_kiwi=options.hwpx_apply_spacing)
+    return outcomes
+
+
+def _parse_each(files: list[Path], folder: Path, options: ParseOptions, ctx: StageContext) -> list[ParseOutcome]:
     labels = [str(path.relative_to(folder)) for path in files]
     workers = min(len(files), os.cpu_count() or 1, 8)
     track = ctx.progress.track

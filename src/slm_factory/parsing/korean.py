@@ -1,0 +1,90 @@
+"""Korean word spacing with Kiwi (kiwipiepy): one Kiwi per process, and Hangul line wraps.
+
+Kiwi takes ~1 s and ~250 MB to start, so it is loaded on first use only, once per process,
+without its typo and multi-word dictionaries (they add seconds and memory, not spacing).
+
+A PDF exported from Hangul wraps Korean lines both inside words ("탄소중|립") and between them
+("남은|기간에") and seldom leaves a space glyph to tell which; about half of the corpus's Hangul
+wraps fall between words. The PDF parser leaves each such wrap in its text as `WRAP`; `settle`
+turns every one into a space or nothing, deciding from the two words around it. The decision
+can wait for the parse stage's main process (`ParseOptions.defer_hangul_wraps`), so that one
+Kiwi serves every worker instead of one per worker.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable
+from itertools import pairwise
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from slm_factory.records import Document
+
+WRAP = "\x00"  # a Hangul line wrap not yet decided; a file's own control characters are gone by then
+_LEFT = re.compile(r"\S{0,8}$")  # 8 characters a side decide as well as 10 (574 of 575) and faster
+_RIGHT = re.compile(r"\S{0,8}")
+Window = tuple[str, str]
+
+
+@functools.cache
+def kiwi() -> Any:
+    from kiwipiepy import Kiwi
+
+    # one analysis thread (batches need one; 0 refuses them): the parse stage runs a process per core
+    return Kiwi(num_workers=1, load_typo_dict=False, load_multi_dict=False)
+
+
+def windows(text: str) -> list[Window]:
+    """The word pieces on each side of every wrap in the text (up to 8 characters each)."""
+    parts = text.split(WRAP)
+    return [(_LEFT.search(a).group(), _RIGHT.match(b).group()) for a, b in pairwise(parts)]  # type: ignore[union-attr]
+
+
+def decide(found: Iterable[Window], use_kiwi: bool) -> dict[Window, str]:
+    """A space or "" for each wrap: Kiwi's spacing of the two pieces when allowed, else ""."""
+    distinct = list(dict.fromkeys(found))
+    if not use_kiwi or not distinct:
+        return dict.fromkeys(distinct, "")
+    spaced = kiwi().space([left + right for left, right in distinct])
+    return {window: " " if _space_after(text, *window) else "" for window, text in zip(distinct, spaced)}
+
+
+def _space_after(spaced: str, left: str, right: str) -> bool:
+    """Whether Kiwi's spacing of left+right puts a space between the two pieces."""
+    if spaced.replace(" ", "") != left + right:
+        return False  # Kiwi normalised a character: no safe way to place the wrap
+    seen = 0
+    for index, char in enumerate(spaced):
+        if char != " ":
+            seen += 1
+            if seen == len(left):
+                return spaced[index + 1 : index + 2] == " "
+    return False
+
+
+def settle(text: str, joins: dict[Window, str]) -> str:
+    if WRAP not in text:
+        return text
+    parts = text.split(WRAP)
+    out = [parts[0]]
+    for a, b in pairwise(parts):
+        out.append(joins.get((_LEFT.search(a).group(), _RIGHT.match(b).group()), ""))  # type: ignore[union-attr]
+        out.append(b)
+    return "".join(out)
+
+
+def settle_document(document: Document, use_kiwi: bool = True) -> None:
+    """Decide every wrap left in a parsed document: its title, text, sections and blocks."""
+    if WRAP not in document.text and WRAP not in document.title:
+        return
+    blocks = document.blocks
+    texts = [document.title, document.text] + [s.title for s in document.sections] + [b.text for b in blocks]
+    joins = decide((window for text in texts for window in windows(text)), use_kiwi)
+    document.title = settle(document.title, joins)
+    document.text = settle(document.text, joins)
+    for section in document.sections:
+        section.title = settle(section.title, joins)
+    for block in blocks:
+        block.text = settle(block.text, joins)
