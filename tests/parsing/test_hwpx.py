@@ -436,3 +436,19 @@ def test_inline_pictures_and_equations_keep_their_sentence_whole(tmp_path: Path)
     path = _write_hwpx(tmp_path / "inline.hwpx", {"section0.xml": _section(body)}, package=_package(["section0.xml"]))
     texts = [block.text for block in _parse(path).blocks]
     assert texts == ["아래 그림과 같이 배치한다.", "비율은 {A}/{B} × 100 으로 구한다.", "글상자 앞", "글상자 문장", "글상자 뒤"]
+
+
+def test_hand_numbered_outline_titles_become_headings(corpus: Path) -> None:
+    """Korean documents type their outline numbers (Ⅰ. > 1. > 가.); a short title under one is a
+    heading, a numbered sentence or a labelled value ("가. 행 사 명: …") stays a paragraph."""
+    spec = _parse(corpus / "kr-navy-hydraulic-jack-30t-purchase-spec-2025.hwpx")
+    headings = [(block.level, block.text) for block in spec.blocks if block.kind == "heading"]
+    assert [text.split(".")[0] for _, text in headings] == [str(n) for n in range(1, 9)]
+    assert headings[0] == (2, "1. 적용범위 및 용도") and {level for level, _ in headings} == {2}
+    rfp = _parse(corpus / "kr-gangbuk-419-autumn-music-festival-event-rfp-2023.hwpx")
+    blocks = [(block.kind, block.level, block.text) for block in rfp.blocks]
+    start = blocks.index(("heading", 1, "I. 과업안내"))  # a one-cell box around the chapter title
+    assert blocks[start + 1] == ("heading", 2, "1. 행사개요")
+    assert blocks[start + 2] == ("paragraph", 0, "가. 행 사 명: 제2회 가을밤의 음악축제")
+    assert ("heading", 1, "Ⅱ. 과업 세부내용") in blocks and ("heading", 3, "가. 행사운영 분야") in blocks
+    assert "제안요청서" in rfp.title  # the title box is still the title

@@ -316,6 +316,34 @@ def _equation_text(equation: Element) -> str:
     return " ".join(text.split())
 
 
+# Korean documents number their outline by hand, in one customary order of markers (공문서 항목
+# 구분): Ⅰ. > 1. > 가. > 1) > 가) > (1) > (가). A short line under one of the first three is a
+# section heading; the deeper markers number items, which stay paragraphs.
+_OUTLINE_MARKERS = [
+    re.compile(r"^(?:[ⅠⅡⅢⅣⅤⅥⅦⅧⅨⅩ]+|[IVX]{1,4})\.?\s+"),
+    re.compile(r"^\d{1,2}\.\s+"),
+    re.compile(r"^[가나다라마바사아자차카타파하]\.\s*"),
+]
+# "…한다", "…정비함", "…완료됨" end statements; "개요", "책임", "처음" end titles
+_SENTENCE_END = re.compile(r"(?:[.?!。]|[^\W\d_][다됨]|[^\W\d_포]함)\s*$")
+_MAX_OUTLINE_TITLE = 30
+
+
+def _outline_level(text: str) -> int | None:
+    """The heading level of a hand-numbered outline title ("1. 행사개요", "가. 과업범위"), or None
+    for anything else: items that are sentences, labelled values ("가. 행사명: ..."), long lines."""
+    if "\n" in text:
+        return None
+    for level, marker in enumerate(_OUTLINE_MARKERS, 1):
+        match = marker.match(text)
+        if match:
+            title = text[match.end():]
+            if not title or len(title) > _MAX_OUTLINE_TITLE or ":" in title or "：" in title:
+                return None
+            return None if _SENTENCE_END.search(title) else level
+    return None
+
+
 def _mark_id(mark: Element) -> str:
     return mark.get("Id") or mark.get("id") or ""
 
@@ -377,7 +405,10 @@ class _SectionReader:
             self.builder.heading(" ".join(text.split("\n")), level)
             self.first_heading = self.first_heading or " ".join(text.split())
             return
-        if kind == "list_item":
+        outline = _outline_level(text) if kind == "paragraph" else None
+        if outline is not None:
+            self.builder.heading(text, outline)
+        elif kind == "list_item":
             self.builder.list_item(text, level)
         else:
             self.builder.paragraph(text)
@@ -401,6 +432,11 @@ class _SectionReader:
         filled = [row for row in table.rows if any(row)]
         if filled and len(filled[0]) == 1:
             self.title_candidate(" ".join(filled[0][0].split()))
+        if len(filled) == 1 and len(filled[0]) == 1 and not table.inner:  # a box around one line
+            title = " ".join(filled[0][0].split())
+            if (level := _outline_level(title)) is not None:  # "Ⅰ. 과업안내" boxed as a chapter title
+                self.builder.heading(title, level)
+                return
         self.builder.table(table.rows, table.caption)
         for inner in table.inner:
             self.emit_table(inner)
