@@ -452,3 +452,16 @@ def test_hand_numbered_outline_titles_become_headings(corpus: Path) -> None:
     assert blocks[start + 2] == ("paragraph", 0, "가. 행 사 명: 제2회 가을밤의 음악축제")
     assert ("heading", 1, "Ⅱ. 과업 세부내용") in blocks and ("heading", 3, "가. 행사운영 분야") in blocks
     assert "제안요청서" in rfp.title  # the title box is still the title
+
+
+@pytest.mark.parametrize(
+    ("line", "level"),
+    [("Ⅱ. 과업 세부내용", 1), ("1. 행사개요", 2), ("가. 과업범위", 3), ("1. 관리 책임", 2),
+     ("1. 행사개요 ··· 3", None), ("Ⅰ. 제안경위 … 1", None), ("가. 명칭을 상위법에 맞게 정비함", None),
+     ("1. 본 사업은 구청이 추진한다.", None), ("나. 행사일시: 2023. 10. 21.", None), ("1) 문화행사", None),
+     ("2023. 7. 5.", None)],
+)
+def test_outline_title_rule(line: str, level: int | None) -> None:
+    from slm_factory.parsing.hwpx import _outline_level
+
+    assert _outline_level(line) == level

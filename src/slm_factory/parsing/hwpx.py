@@ -340,6 +340,8 @@ def _outline_level(text: str) -> int | None:
             title = text[match.end():]
             if not title or len(title) > _MAX_OUTLINE_TITLE or ":" in title or "：" in title:
                 return None
+            if re.search(r"[.·…‥]{3}|…|\s\d+$", title):  # a contents line: "1. 행사개요 ··· 3"
+                return None
             return None if _SENTENCE_END.search(title) else level
     return None
 
