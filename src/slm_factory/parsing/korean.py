@@ -29,11 +29,12 @@ Window = tuple[str, str]
 
 
 @functools.cache
-def kiwi() -> Any:
+def kiwi(threads: int = 1) -> Any:
+    """One analysis thread by default (a batch needs at least one): parse workers are a process
+    per core already; the parse stage's main process asks for one thread per core."""
     from kiwipiepy import Kiwi
 
-    # one analysis thread (batches need one; 0 refuses them): the parse stage runs a process per core
-    return Kiwi(num_workers=1, load_typo_dict=False, load_multi_dict=False)
+    return Kiwi(num_workers=max(threads, 1), load_typo_dict=False, load_multi_dict=False)
 
 
 def windows(text: str) -> list[Window]:
@@ -42,12 +43,12 @@ def windows(text: str) -> list[Window]:
     return [(_LEFT.search(a).group(), _RIGHT.match(b).group()) for a, b in pairwise(parts)]  # type: ignore[union-attr]
 
 
-def decide(found: Iterable[Window], use_kiwi: bool) -> dict[Window, str]:
+def decide(found: Iterable[Window], use_kiwi: bool, threads: int = 1) -> dict[Window, str]:
     """A space or "" for each wrap: Kiwi's spacing of the two pieces when allowed, else ""."""
     distinct = list(dict.fromkeys(found))
     if not use_kiwi or not distinct:
         return dict.fromkeys(distinct, "")
-    spaced = kiwi().space([left + right for left, right in distinct])
+    spaced = kiwi(threads).space([left + right for left, right in distinct])
     return {window: " " if _space_after(text, *window) else "" for window, text in zip(distinct, spaced)}
 
 
@@ -75,13 +76,28 @@ def settle(text: str, joins: dict[Window, str]) -> str:
     return "".join(out)
 
 
+def settle_documents(documents: list[Document], use_kiwi: bool = True, threads: int = 1) -> int:
+    """Decide every wrap left in parsed documents (title, text, sections, blocks), all in one
+    batch; returns how many wraps there were."""
+    marked = [d for d in documents if WRAP in d.text or WRAP in d.title]
+    found = [window for document in marked for text in _texts(document) for window in windows(text)]
+    joins = decide(found, use_kiwi, threads)
+    count = sum(document.text.count(WRAP) for document in marked)
+    for document in marked:
+        _settle_document(document, joins)
+    return count
+
+
 def settle_document(document: Document, use_kiwi: bool = True) -> None:
-    """Decide every wrap left in a parsed document: its title, text, sections and blocks."""
-    if WRAP not in document.text and WRAP not in document.title:
-        return
+    settle_documents([document], use_kiwi)
+
+
+def _texts(document: Document) -> list[str]:
+    return [document.title, document.text] + [s.title for s in document.sections] + [b.text for b in document.blocks]
+
+
+def _settle_document(document: Document, joins: dict[Window, str]) -> None:
     blocks = document.blocks
-    texts = [document.title, document.text] + [s.title for s in document.sections] + [b.text for b in blocks]
-    joins = decide((window for text in texts for window in windows(text)), use_kiwi)
     document.title = settle(document.title, joins)
     document.text = settle(document.text, joins)
     for section in document.sections:

@@ -70,9 +70,10 @@ def run(ctx: StageContext) -> StageResult:
 def parse_all(files: list[Path], folder: Path, options: ParseOptions, ctx: StageContext) -> list[ParseOutcome]:
     # Hangul line wraps are decided here, with one Kiwi (~250 MB) rather than one per worker.
     outcomes = _parse_each(files, folder, dataclasses.replace(options, defer_hangul_wraps=True), ctx)
-    for outcome in outcomes:
-        if outcome.document is not None:
-            korean.settle_document(outcome.document, use_kiwi=options.hwpx_apply_spacing)
+    documents = [outcome.document for outcome in outcomes if outcome.document is not None]
+    wraps = korean.settle_documents(documents, options.hwpx_apply_spacing, threads=os.cpu_count() or 1)
+    if wraps:
+        ctx.log.info(f"decided {wraps} Hangul line wraps (a space or none) with Kiwi")
     return outcomes
 
 
