@@ -39,8 +39,11 @@ def kiwi(threads: int = 1) -> Any:
 
 def windows(text: str) -> list[Window]:
     """The word pieces on each side of every wrap in the text (up to 8 characters each)."""
-    parts = text.split(WRAP)
-    return [(_LEFT.search(a).group(), _RIGHT.match(b).group()) for a, b in pairwise(parts)]  # type: ignore[union-attr]
+    return [_window(a, b) for a, b in pairwise(text.split(WRAP))]
+
+
+def _window(before: str, after: str) -> Window:
+    return (_LEFT.search(before).group(), _RIGHT.match(after).group())  # type: ignore[union-attr]
 
 
 def decide(found: Iterable[Window], use_kiwi: bool, threads: int = 1) -> dict[Window, str]:
@@ -71,7 +74,7 @@ def settle(text: str, joins: dict[Window, str]) -> str:
     parts = text.split(WRAP)
     out = [parts[0]]
     for a, b in pairwise(parts):
-        out.append(joins.get((_LEFT.search(a).group(), _RIGHT.match(b).group()), ""))  # type: ignore[union-attr]
+        out.append(joins.get(_window(a, b), ""))
         out.append(b)
     return "".join(out)
 
