@@ -27,7 +27,7 @@ def test_a_document_is_settled_everywhere_alike() -> None:
         sections=[Section(title=heading, blocks=[Block(kind="heading", text=heading), Block(kind="paragraph", text=paragraph)])],
         text=f"{heading}\n\n{paragraph}",
     )
-    korean.settle_document(document)
+    korean.settle_documents([document])
     assert document.title == document.sections[0].title == "남은 기간"
     assert document.blocks[1].text == "탄소중립기본계획을 세우고 의견을 최대한 듣는다"
     assert document.text == "남은 기간\n\n탄소중립기본계획을 세우고 의견을 최대한 듣는다"

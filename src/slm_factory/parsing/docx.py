@@ -285,8 +285,8 @@ def math_text(element: Element) -> str:
     name = etree.QName(element).localname if isinstance(element.tag, str) else ""
     if name == "t":
         return element.text or ""
-    if name in ("rPr", "ctrlPr") or name.endswith("Pr"):  # properties: the characters live elsewhere
-        return _math_property_chars(element, name)
+    if name.endswith("Pr"):  # properties (run, n-ary, delimiter...): read where they matter
+        return ""
     parts = {etree.QName(child).localname: child for child in element if isinstance(child.tag, str)}
 
     def part(key: str) -> str:
@@ -301,12 +301,13 @@ def math_text(element: Element) -> str:
         degree = part("deg")
         return ("" if not degree else f"{degree}") + f"√{_grouped(part('e'))}"
     if name == "nary":
-        sign = _math_property_chars(parts["naryPr"], "naryPr") if "naryPr" in parts else "∫"
+        sign = _math_val(parts.get("naryPr"), "chr", "∫")
+        sign = "∫" if sign is None else sign
         sub, sup = part("sub"), part("sup")
         return sign + (f"_{_grouped(sub)}" if sub else "") + (f"^{_grouped(sup)}" if sup else "") + " " + part("e")
     if name == "d":
-        properties = parts.get("dPr")
-        begin, end = ("(", ")") if properties is None else _delimiters(properties)
+        begin, end = _math_val(parts.get("dPr"), "begChr", ""), _math_val(parts.get("dPr"), "endChr", "")
+        begin, end = "(" if begin is None else begin, ")" if end is None else end
         inner = ", ".join(math_text(child) for child in element if etree.QName(child).localname == "e")
         return f"{begin}{inner}{end}"
     return "".join(math_text(child) for child in element if isinstance(child.tag, str))
@@ -317,24 +318,10 @@ def _grouped(text: str) -> str:
     return text if len(text) <= 1 or text.isalnum() or (text[0] + text[-1]) in ("()", "[]", "{}") else f"({text})"
 
 
-def _math_property_chars(properties: Element, name: str) -> str:
-    if name != "naryPr":
-        return ""
-    for child in properties:
-        if isinstance(child.tag, str) and etree.QName(child).localname == "chr":
-            return child.get(f"{{{_MATH_NS}}}val", "∫")
-    return "∫"
-
-
-def _delimiters(properties: Element) -> tuple[str, str]:
-    begin, end = "(", ")"
-    for child in properties:
-        local = etree.QName(child).localname if isinstance(child.tag, str) else ""
-        if local == "begChr":
-            begin = child.get(f"{{{_MATH_NS}}}val", "")
-        elif local == "endChr":
-            end = child.get(f"{{{_MATH_NS}}}val", "")
-    return begin, end
+def _math_val(properties: Element | None, name: str, no_value: str) -> str | None:
+    """The m:val of one math property (m:chr, m:begChr, ...); None when the property is absent."""
+    child = None if properties is None else properties.find(f"{{{_MATH_NS}}}{name}")
+    return None if child is None else child.get(f"{{{_MATH_NS}}}val", no_value)
 
 
 def _clean_text(text: str) -> str:

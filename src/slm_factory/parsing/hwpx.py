@@ -267,9 +267,6 @@ def _grid(rows: list[list[_Cell]], declared_cols: int) -> list[list[str]]:
 # -- Korean spacing ---------------------------------------------------------------------------
 
 
-def _is_hangul(char: str) -> bool:
-    return "\uac00" <= char <= "\ud7a3"
-
 
 def looks_under_spaced(text: str) -> bool:
     """Long Hangul stretches with few spaces: well-spaced Korean averages 3-4 syllables a word.
@@ -277,8 +274,8 @@ def looks_under_spaced(text: str) -> bool:
     Kiwi's spacer also splits compounds in well-spaced text ("의료기기" → "의료 기기"), so it
     is only worth running where the spacing is clearly missing.
     """
-    words = [word for word in text.split() if any(_is_hangul(char) for char in word)]
-    syllables = sum(_is_hangul(char) for word in words for char in word)
+    words = [word for word in text.split() if any(korean.is_hangul(char) for char in word)]
+    syllables = sum(korean.is_hangul(char) for word in words for char in word)
     return syllables >= 12 and syllables / max(len(words), 1) >= 10
 
 

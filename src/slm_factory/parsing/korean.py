@@ -28,6 +28,10 @@ _RIGHT = re.compile(r"\S{0,8}")
 Window = tuple[str, str]
 
 
+def is_hangul(char: str) -> bool:
+    return "\uac00" <= char <= "\ud7a3"
+
+
 @functools.cache
 def kiwi(threads: int = 1) -> Any:
     """One analysis thread by default (a batch needs at least one): parse workers are a process
@@ -89,10 +93,6 @@ def settle_documents(documents: list[Document], use_kiwi: bool = True, threads: 
     for document in marked:
         _settle_document(document, joins)
     return count
-
-
-def settle_document(document: Document, use_kiwi: bool = True) -> None:
-    settle_documents([document], use_kiwi)
 
 
 def _texts(document: Document) -> list[str]:

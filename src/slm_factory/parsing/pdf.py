@@ -343,19 +343,16 @@ def _char_text(chars: list[Char]) -> str:
 
 
 def _raw_line_text(spans: list[dict[str, Any]]) -> str:
-    """`_char_text` over the characters of a `rawdict` line (the `_word_gap` rule inlined: it runs
-    once per glyph of every Hancom page), without building a tuple per glyph."""
+    """`_char_text` over the characters of a `rawdict` line, without building a tuple per glyph."""
     out: list[str] = []
-    before = ""
+    before: str | None = None
     x1 = size_before = 0.0
     for span in spans:
         size = span["size"]
         for char in span["chars"]:
             glyph, box = char["c"], char["bbox"]
-            if before and not (before.isspace() or glyph.isspace()):
-                small, large = (size_before, size) if size_before <= size else (size, size_before)
-                if box[0] - x1 > 0.25 * small or (small < 0.8 * large and before.isalnum() and glyph.isalnum()):
-                    out.append(" ")
+            if before is not None and _word_gap(before, glyph, x1, box[0], size_before, size):
+                out.append(" ")
             out.append(glyph)
             before, x1, size_before = glyph, box[2], size
     return "".join(out)

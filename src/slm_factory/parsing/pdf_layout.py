@@ -229,12 +229,8 @@ def _item_edges(drawings: list[dict[str, Any]]) -> tuple[list[Edge], list[Edge]]
             items = [*items, ("l", items[-1][2], items[0][1])]
         for item in items:
             kind = item[0]
-            if kind == "l":  # `_add_segment`, inlined: plots and maps have 10^4-10^5 segments a page
-                (ax, ay), (bx, by) = item[1], item[2]
-                if abs(ay - by) <= 0.5 and abs(bx - ax) > abs(by - ay):
-                    across.append(((ay + by) / 2, min(ax, bx), max(ax, bx)))
-                elif abs(ax - bx) <= 0.5:
-                    down.append(((ax + bx) / 2, min(ay, by), max(ay, by)))
+            if kind == "l":
+                _add_segment(across, down, *item[1], *item[2])
             elif kind == "re":
                 _add_rect(across, down, *item[1])
             elif kind == "qu":

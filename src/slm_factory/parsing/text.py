@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from slm_factory.parsing import korean
 from slm_factory.parsing.base import DocumentBuilder, ParseError, ParseOptions
 
 # -- decoding --------------------------------------------------------------------------------
@@ -326,13 +327,10 @@ def _mark_mid_word_wraps(lines: list[str]) -> list[str]:
     for index, (line, following) in enumerate(zip(lines, lines[1:])):
         ahead = following.lstrip()
         full = len(line) >= 0.75 * width  # a short line ended where its writer ended it
-        if full and ahead and _is_hangul(line[-1]) and _is_hangul(ahead[0]):
+        if full and ahead and korean.is_hangul(line[-1]) and korean.is_hangul(ahead[0]):
             marked[index] = line + _GLUE
     return marked
 
-
-def _is_hangul(char: str) -> bool:
-    return "\uac00" <= char <= "\ud7a3"
 
 
 def _runs(lines: list[str]) -> Iterator[list[str]]:
