@@ -9,7 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-BlockKind = Literal["heading", "paragraph", "list_item", "table", "caption", "code"]
+# "footnote": a footnote or endnote, its marker kept ("1) ...", "* ...", "[^3] ..."), after its page or section
+BlockKind = Literal["heading", "paragraph", "list_item", "table", "caption", "code", "footnote"]
 
 
 def table_to_markdown(rows: list[list[str]]) -> str:
@@ -31,9 +32,15 @@ def table_to_markdown(rows: list[list[str]]) -> str:
 
 
 class Table(BaseModel):
-    """A table as a rectangular cell grid; merged cells repeat their value in every slot."""
+    """A table as a rectangular grid of text slots.
+
+    A merged region's text is in its first slot only (the others are empty), so the Markdown and
+    the document text say each thing once; `spans` keeps the structure: (row, col, row_span,
+    col_span) of every region larger than one slot.
+    """
 
     rows: list[list[str]]
+    spans: list[tuple[int, int, int, int]] = Field(default_factory=list)
     caption: str = ""
     page: int | None = None
     markdown: str = ""

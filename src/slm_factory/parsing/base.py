@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from slm_factory.parsing.language import guess_language
+from slm_factory.parsing.tables import Grid, grid_from_rows
 from slm_factory.records import Block, BlockKind, Document, Section, Table
 
 
@@ -48,17 +49,17 @@ def clean_inline(text: str) -> str:
 class NestedTable:
     """A table as a container format holds it: a grid, its caption, and the tables inside its cells."""
 
-    rows: list[list[str]]
+    grid: Grid
     caption: str = ""
     inner: list["NestedTable"] = field(default_factory=list)
 
+    @property
+    def rows(self) -> list[list[str]]:
+        return self.grid.rows
+
     def flat_text(self) -> str:
         """The table as lines of cells: how a nested table reads inside its outer cell."""
-        lines = []
-        for row in self.rows:
-            # a merged cell repeats in every slot it covers; inside another cell once is enough
-            cells = [cell for index, cell in enumerate(row) if cell and (index == 0 or cell != row[index - 1])]
-            lines.append(" | ".join(cells))
+        lines = [" | ".join(cell for cell in row if cell) for row in self.grid.rows]
         return "\n".join(line for line in lines if line)
 
 
@@ -102,12 +103,14 @@ class DocumentBuilder:
     def list_item(self, text: str, level: int = 0) -> None:
         self.paragraph(text, kind="list_item", level=level)
 
-    def table(self, rows: list[list[str]], caption: str = "") -> None:
-        rows = [[clean_inline(cell) for cell in row] for row in rows]
-        rows = [row for row in rows if any(row)]
-        if not rows:
+    def table(self, grid: Grid | list[list[str]], caption: str = "") -> None:
+        """Add a table: a `Grid` built from its cells, or plain rows where nothing is merged."""
+        if not isinstance(grid, Grid):
+            grid = grid_from_rows(grid)
+        rows = [[clean_inline(cell) for cell in row] for row in grid.rows]
+        if not any(any(row) for row in rows):
             return
-        table = Table(rows=rows, caption=clean_inline(caption), page=self._page)
+        table = Table(rows=rows, spans=grid.spans, caption=clean_inline(caption), page=self._page)
         self.tables.append(table)
         self._current().blocks.append(
             Block(kind="table", text=table.markdown, page=self._page, table=len(self.tables) - 1)
