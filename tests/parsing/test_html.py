@@ -125,7 +125,7 @@ def test_v8_blog_code_blocks_are_whole(corpus: Path) -> None:
 # -- small pages, one behaviour each ------------------------------------------------------------
 
 
-def test_spanning_cells_are_repeated_and_nested_tables_kept_apart(tmp_path: Path) -> None:
+def test_spanning_cells_are_written_once_and_nested_tables_kept_apart(tmp_path: Path) -> None:
     page = """<html><body><article>
     <h1>Budget 2024</h1>
     <p>The council approved the following allocation of funds for the fiscal year, by programme
@@ -139,10 +139,11 @@ def test_spanning_cells_are_repeated_and_nested_tables_kept_apart(tmp_path: Path
     </article></body></html>"""
     document = _parse(_write(tmp_path, page))
     assert document.tables[0].rows == [
-        ["Programme", "Funding", "Funding"],
-        ["Programme", "Q1", "Q2"],
+        ["Programme", "Funding", ""],
+        ["", "Q1", "Q2"],
         ["Parks", "10", "12"],
     ]
+    assert sorted(document.tables[0].spans) == [(0, 0, 2, 1), (0, 1, 1, 2)]
     assert document.tables[1].rows == [["detail a", "detail b"], ["1", "2"]]
 
 
@@ -198,3 +199,62 @@ def test_blank_or_binary_html_fails_with_one_line(tmp_path: Path, markup: str) -
     outcome = parse_file(_write(tmp_path, markup), ParseOptions())
     assert outcome.document is None
     assert outcome.error and "\n" not in outcome.error and "Traceback" not in outcome.error
+
+
+# -- preformatted prose (issue 7, item 4) --------------------------------------------------------
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "html"
+
+
+def test_statute_published_as_one_pre_reads_as_headings_and_paragraphs() -> None:
+    document = _parse(DATA / "public-law-statute-pre.html")
+    levels = {text: level for level, text in _headings(document)}
+    title = "TITLE I--ENHANCING DOMESTIC SECURITY AGAINST TERRORISM"
+    sections = [
+        "SECTION 1. SHORT TITLE AND TABLE OF CONTENTS.",
+        "SEC. 2. CONSTRUCTION; SEVERABILITY.",
+        "SEC. 101. COUNTERTERRORISM FUND.",
+        "SEC. 102. SENSE OF CONGRESS CONDEMNING DISCRIMINATION AGAINST ARAB AND MUSLIM AMERICANS.",
+        "SEC. 103. INCREASED FUNDING FOR THE TECHNICAL SUPPORT CENTER AT THE FEDERAL BUREAU OF"
+        " INVESTIGATION.",
+        "SEC. 104. REQUESTS FOR MILITARY ASSISTANCE TO ENFORCE PROHIBITION IN CERTAIN EMERGENCIES.",
+    ]
+    assert title in levels and all(section in levels for section in sections), levels
+    assert all(levels[title] < levels[section] for section in sections)
+    for furniture in ("[[Page", "STAT. 27", "NOTE:", "<<", ">>", "[DOCID", "<all>", "``", "---"):
+        assert furniture not in document.text, furniture
+    assert not [block for block in document.blocks if block.kind == "code"]
+
+    prose = [b.text for b in document.blocks if b.kind in ("paragraph", "list_item")]
+    assert all("\n" not in text for text in prose)
+    assert (
+        "(a) Establishment; Availability of Funds.--There is hereby established in the Treasury"
+        " of the Department of Justice, without limitation as to any fiscal year, a fund to be"
+        " known as the “Counterterrorism Fund” to remain available"
+    ) in prose[prose.index(next(p for p in prose if p.startswith("(a) Establishment")))]
+    # a page break inside a sentence is gone without a trace; the items keep their numbers
+    assert (
+        "(2) providing support to counter, investigate, or prosecute domestic or international"
+        " terrorism, including, without limitation, paying rewards in connection with these"
+        " activities;"
+    ) in prose
+    assert "(4) refunding to the general fund of the Treasury any moneys deposited into the" in (
+        document.text
+    )
+    assert "There are authorized to be appropriated for the Technical Support Center" in (
+        document.text
+    )
+    assert max(len(text) for text in prose) < 800
+
+
+def test_code_pre_beside_prose_pre_stays_code(tmp_path: Path) -> None:
+    python = (DATA / "pre" / "code-python-stdlib-dedent.txt").read_text(encoding="utf-8")
+    korean = (DATA / "pre" / "prose-ko-constitution.txt").read_text(encoding="utf-8")
+    escaped = python.replace("&", "&amp;").replace("<", "&lt;")
+    page = f"<html><body><h1>Notes</h1><pre>{korean}</pre><pre>{escaped}</pre></body></html>"
+    document = _parse(_write(tmp_path, page))
+    code = [block.text for block in document.blocks if block.kind == "code"]
+    assert code == [python.strip("\n")]
+    assert (2, "제2장 국민의 권리와 의무") in _headings(document)
+    articles = [b.text for b in document.blocks if b.text.startswith("제10조")]
+    assert articles and articles[0].startswith("제10조 모든 국민은 인간으로서의 존엄과 가치를")

@@ -2,11 +2,16 @@
 
 trafilatura decides what the main content is; the blocks themselves come from a walk over the
 page's own DOM. trafilatura's output alone loses what this project needs: it cuts code blocks
-at their first <br>, pads merged table cells with blanks instead of repeating the value, folds
-<pre> text into one line and drops the <h1> that repeats the title. So its text only marks which
-paragraphs are content; the DOM region that holds them is walked, and the tables, code and
-headings inside that region are taken from the DOM as they are. Where trafilatura finds nothing
-(a fragment, a bare page) the whole body is walked, minus nav/header/footer/aside.
+at their first <br>, drops which cells a merged cell spans, folds <pre> text into one line and
+drops the <h1> that repeats the title. So its text only marks which paragraphs are content; the
+DOM region that holds them is walked, and the tables, code and headings inside that region are
+taken from the DOM as they are. Where trafilatura finds nothing (a fragment, a bare page) the
+whole body is walked, minus nav/header/footer/aside.
+
+Tables go through the shared table model (parsing/tables.py): a merged cell's text once, and a
+table that lays out a page (one cell, one column, headings or prose in its cells) read as the
+blocks inside it. A <pre> of prose (a law published as one <pre>) is reflowed by the plain-text
+rules (parsing/preformatted.py decides prose from code); a <pre> of code keeps its lines.
 """
 
 from __future__ import annotations
@@ -19,7 +24,15 @@ from lxml import etree
 from lxml import html as lxml_html
 
 from slm_factory.parsing.base import DocumentBuilder, ParseError, ParseOptions, clean_inline
-from slm_factory.parsing.text import Decoded, apply_front_matter, decode_text, split_front_matter
+from slm_factory.parsing.preformatted import is_prose, prose_text
+from slm_factory.parsing.tables import CellContent, Grid, build_grid, is_layout, place
+from slm_factory.parsing.text import (
+    Decoded,
+    apply_front_matter,
+    decode_text,
+    emit_plain_blocks,
+    split_front_matter,
+)
 
 _HEADINGS = {f"h{n}": n for n in range(1, 7)}
 _INLINE = frozenset({
@@ -475,23 +488,32 @@ class _Walker:
             self._list(inner, level + 1) if inner.tag in ("ul", "ol") else self._block(inner)
 
     def _pre(self, el: etree._Element) -> None:
-        text = "\n".join(line.rstrip() for line in el.text_content().strip("\n").split("\n"))
-        parent = el.getparent()
-        hints = " ".join(
-            filter(None, [el.get("class"), parent.get("class") if parent is not None else None])
-        )
-        is_code = next(el.iter("code"), None) is not None or bool(_CODE_HINT.search(hints))
-        self.builder.paragraph(text, kind="code" if is_code else "paragraph")
+        """Code keeps its lines; prose (a law published as one <pre>) is reflowed like a .txt."""
+        raw = el.text_content().strip("\n")
+        if not _marked_as_code(el):
+            prose = prose_text(raw)
+            if is_prose(prose):
+                emit_plain_blocks(prose, self.builder, self._level_below())
+                return
+        text = "\n".join(line.rstrip() for line in raw.split("\n"))
+        self.builder.paragraph(text, kind="code")
+
+    def _level_below(self) -> int:
+        """The level under the heading the walk is in: a <pre>'s pattern headings nest there."""
+        sections = self.builder.sections
+        return (sections[-1].level if sections else 0) + 1
 
     def _table(self, el: etree._Element) -> None:
         rows = el.xpath("./tr | ./thead/tr | ./tbody/tr | ./tfoot/tr")
-        if _is_layout(el, rows):
-            for cell in el.xpath("./tr/* | ./thead/tr/* | ./tbody/tr/* | ./tfoot/tr/*"):
-                self.container(cell)
-            return
         nested: list[etree._Element] = []
-        grid = _grid(rows, nested)
+        grid, contents = _grid(rows, nested)
         caption = el.find("caption")
+        if _is_layout(el, contents, grid):
+            # Read as the page it lays out: caption and cells in reading order, as blocks.
+            cells = el.xpath("./tr/* | ./thead/tr/* | ./tbody/tr/* | ./tfoot/tr/*")
+            for part in ([caption] if caption is not None else []) + cells:
+                self.container(part)
+            return
         self.builder.table(grid, _text(caption, br=" ") if caption is not None else "")
         for inner in nested:
             self._table(inner)
@@ -504,45 +526,54 @@ def _int(value: str | None, default: int) -> int:
         return default
 
 
-def _is_layout(table: etree._Element, rows: list[etree._Element]) -> bool:
-    """Tables that arrange a page rather than hold data: one row, one column, or headings inside."""
-    if table.get("role") in ("presentation", "none") or len(rows) < 2:
-        return True
-    if max(len(row.xpath("./td | ./th")) for row in rows) < 2:
-        return True
-    return next(table.iter(*_HEADINGS), None) is not None
+def _marked_as_code(pre: etree._Element) -> bool:
+    """The page says the <pre> is code: a <code> inside it, or a highlighter's class on it."""
+    parent = pre.getparent()
+    hints = " ".join(
+        filter(None, [pre.get("class"), parent.get("class") if parent is not None else None])
+    )
+    return next(pre.iter("code"), None) is not None or bool(_CODE_HINT.search(hints))
 
 
-def _grid(rows: list[etree._Element], nested: list[etree._Element]) -> list[list[str]]:
-    """A rectangular grid: a cell spanning rows or columns repeats its text in every slot."""
-    grid: list[list[str]] = []
-    carried: dict[int, tuple[str, int]] = {}  # column -> (text, rows still to fill)
+def _is_layout(table: etree._Element, contents: list[CellContent], grid: Grid) -> bool:
+    """A table that arranges a page rather than holding data (the rule all formats share).
+
+    role="presentation" (or "none") is the author saying so, and only HTML has it. A one-row
+    table is not layout by itself: its short cells ("Date | Place | Fee") are one record and
+    read best on one line; one-row layouts are caught by the shared rule (a sidebar beside an
+    article is a prose cell, an icon beside its text collapses to one column).
+    """
+    if table.get("role") in ("presentation", "none"):
+        return True
+    return is_layout(contents, grid)
+
+
+def _grid(
+    rows: list[etree._Element], nested: list[etree._Element]
+) -> tuple[Grid, list[CellContent]]:
+    """The table's cells placed on a grid (a spanning cell's text once, in its first slot), and
+    what each cell holds (for the layout rule), from one reading of the cells."""
+    declared: list[list[tuple[str, int, int]]] = []
+    contents: list[CellContent] = []
     for index, tr in enumerate(rows):
-        row: list[str] = []
+        row: list[tuple[str, int, int]] = []
         for cell in tr.xpath("./td | ./th"):
-            _take_carried(row, carried)
+            inner_before = len(nested)
+            lines = _text(cell, frozenset({"table"}), nested).split("\n")
+            inner = nested[inner_before:]
+            contents.append(
+                CellContent(
+                    paragraphs=sum(1 for line in lines if line),
+                    chars=sum(map(len, lines)) + sum(len(t.text_content().strip()) for t in inner),
+                    has_heading=next(cell.iter(*_HEADINGS), None) is not None,
+                    has_table=bool(inner),
+                )
+            )
             # Lines inside one cell (list items, <br>) stay apart without breaking the row.
-            text = "; ".join(_text(cell, frozenset({"table"}), nested).split("\n"))
+            text = "; ".join(lines)
             colspan = min(max(_int(cell.get("colspan"), 1), 1), _MAX_COLSPAN)
             rowspan = _int(cell.get("rowspan"), 1)
             rowspan = len(rows) - index if rowspan == 0 else min(max(rowspan, 1), len(rows) - index)
-            for _ in range(colspan):
-                if rowspan > 1:
-                    carried[len(row)] = (text, rowspan - 1)
-                row.append(text)
-        _take_carried(row, carried)
-        for column in sorted(c for c in carried if c >= len(row)):
-            row.extend([""] * (column - len(row)))
-            _take_carried(row, carried)
-        grid.append(row)
-    width = max((len(row) for row in grid), default=0)
-    return [row + [""] * (width - len(row)) for row in grid]
-
-
-def _take_carried(row: list[str], carried: dict[int, tuple[str, int]]) -> None:
-    """Fill the slots of this row that cells from rows above still span."""
-    while len(row) in carried:
-        text, left = carried.pop(len(row))
-        row.append(text)
-        if left > 1:
-            carried[len(row) - 1] = (text, left - 1)
+            row.append((text, rowspan, colspan))
+        declared.append(row)
+    return build_grid(place(declared)), contents

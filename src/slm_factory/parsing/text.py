@@ -241,11 +241,22 @@ _EN_TITLED_HEADING = re.compile(
     r"^(Book|Part|Volume|Chapter|Section|Appendix)\s+(?:\d+|[IVXLCDM]+|[A-Z][a-z]+)\b[.:]?(?:\s.*)?$"
 )
 _KO_HEADING = re.compile(r"^제\s*\d+\s*(편|장|절|관)(?:\s+\S.*)?$")
+# US statutes as printed by the GPO (Public Laws, bills): "TITLE I--ENHANCING DOMESTIC SECURITY",
+# "Subtitle A--Electronic Surveillance", "SEC. 101. COUNTERTERRORISM FUND.". Their headings are
+# long and wrap onto an all-capitals line, so they may run to `_MAX_STATUTE_HEADING` and go on.
+_US_TITLE = re.compile(r"^(TITLE|DIVISION)\s+(?:[IVXLCDM]+|\d+|[A-Z])\b[^a-z]*$")
+_US_SUBTITLE = re.compile(r"^(Subtitle|SUBTITLE)\s+[A-Z]\s*(?:--|—)\s*\S.*$")
+_US_SECTION = re.compile(r"^(SEC(?:TION)?)\.?\s+\d+[A-Z]?(?:-\d+)?\.(?:\s+[^a-z]*)?$")
+_US_HEADINGS = (_US_TITLE, _US_SUBTITLE, _US_SECTION)
+_MAX_STATUTE_HEADING = 100
+_MAX_WRAPPED_HEADING = 240
+_CAPITALS_LINE = re.compile(r"[^a-z]*[A-Z][^a-z]*")
 _KO_ADDENDA = re.compile(r"^(?:\S{1,4}\s+)?(부\s*칙)(?:\s|<|$)")
 _HEADING_RANK = {
     "volume": 0, "book": 1, "part": 1, "epilogue": 1, "prologue": 1, "appendix": 1,
     "introduction": 1, "preface": 1, "chapter": 2, "section": 3,
     "편": 1, "장": 2, "부칙": 2, "절": 3, "관": 4,
+    "division": -1, "title": 0, "subtitle": 1, "sec": 3,
 }  # fmt: skip
 _MAX_HEADING = 60
 _PAGE_NUMBER = re.compile(r"^[-–—]\s*\d{1,4}\s*[-–—]$")
@@ -271,8 +282,7 @@ class _Unit:
 
 
 def _emit_plain(text: str, builder: DocumentBuilder) -> None:
-    lines = _mark_mid_word_wraps(_undo_double_spacing(text.split("\n")))
-    units = [unit for run in _runs(lines) for unit in _units(run)]
+    units = _plain_units(text)
     if not units:
         return
     offset = 0
@@ -283,8 +293,24 @@ def _emit_plain(text: str, builder: DocumentBuilder) -> None:
     else:
         # A pattern heading ("CHAPTER I", "제1장 총강") never names the whole text.
         builder.title = builder.title or builder.path.stem
+    _emit_units(units, builder, 1 + offset)
+
+
+def emit_plain_blocks(text: str, builder: DocumentBuilder, first_level: int) -> None:
+    """Hard-wrapped plain text as reflowed paragraphs, list items, statute articles and pattern
+    headings (the rules of .txt files), its top heading rank at `first_level`. For plain text
+    embedded in another format (an HTML <pre> of prose), where the title comes from elsewhere."""
+    _emit_units(_plain_units(text), builder, first_level)
+
+
+def _plain_units(text: str) -> list[_Unit]:
+    lines = _mark_mid_word_wraps(_undo_double_spacing(text.split("\n")))
+    return [unit for run in _runs(lines) for unit in _units(run)]
+
+
+def _emit_units(units: list[_Unit], builder: DocumentBuilder, first_level: int) -> None:
     levels = {
-        rank: index + 1 + offset
+        rank: index + first_level
         for index, rank in enumerate(sorted({u.rank for u in units if u.kind == "heading"}))
     }
     for unit in units:
@@ -364,6 +390,9 @@ def _units(run: list[str]) -> list[_Unit]:
             current = None
             units.append(_Unit("heading", [line], rank))
             continue
+        if current is None and units and _continues_heading(units[-1], line):
+            units[-1].lines.append(line)
+            continue
         if current and current.kind == "article" and _SUB_ITEM.match(line):
             current.lines.append(line)
             continue
@@ -387,8 +416,22 @@ def _new_unit(line: str) -> _Unit:
         return _Unit("article", [line])
     marker = _LIST_MARKER.match(line)
     if marker:
-        return _Unit("list_item", [line[marker.end() :]])
+        # A number is part of the item ("paragraph (2)", "제3호" are cited); a bullet is not.
+        ordered = marker.group()[0].isalnum() or marker.group()[0] == "("
+        return _Unit("list_item", [line if ordered else line[marker.end() :]])
     return _Unit("paragraph", [line])
+
+
+def _continues_heading(unit: _Unit, line: str) -> bool:
+    """A statute heading wrapped onto the next line: the heading has not ended with its period
+    and the line is all capitals ("SEC. 102. SENSE OF CONGRESS CONDEMNING" + "DISCRIMINATION")."""
+    return (
+        unit.kind == "heading"
+        and any(pattern.match(unit.lines[0]) for pattern in _US_HEADINGS)
+        and not unit.lines[-1].endswith(".")
+        and bool(_CAPITALS_LINE.fullmatch(line))
+        and len(unit.text) + len(line) < _MAX_WRAPPED_HEADING
+    )
 
 
 def _unwrapped(run: list[str]) -> bool:
@@ -398,6 +441,12 @@ def _unwrapped(run: list[str]) -> bool:
 
 
 def _heading_rank(line: str, standalone: bool) -> int | None:
+    if len(line) > _MAX_STATUTE_HEADING:
+        return None
+    for pattern in _US_HEADINGS:
+        match = pattern.match(line)
+        if match:
+            return _HEADING_RANK[match.group(1).lower()]
     if len(line) > _MAX_HEADING:
         return None
     for pattern in (_KO_HEADING, _KO_ADDENDA, _EN_HEADING):
