@@ -146,3 +146,141 @@ def test_every_shipped_example_config_loads():
         config = load_config(path)
         assert config.documents_dir.is_dir(), path
         assert path.read_text(encoding="utf-8").startswith("#"), f"{path} should start with the command that runs it"
+
+
+# -- project.language and parsing.formats: only what the prompts and parsers know ---------------
+
+def _prompt_folders() -> list[Path]:
+    import slm_factory
+
+    prompts = Path(slm_factory.__file__).parent / "generation" / "prompts"
+    return sorted(path for path in prompts.iterdir() if path.is_dir() and path.name.isalpha())
+
+
+def test_languages_are_the_prompt_folders_and_each_is_complete():
+    from slm_factory.config import prompt_languages
+    from slm_factory.generation import prompts
+
+    folders = _prompt_folders()
+    assert prompt_languages() == tuple(folder.name for folder in folders) and "ko" in prompt_languages()
+    assert prompts.LANGUAGES == prompt_languages()  # the prompt loader must not fall back for any of them
+    english = sorted(path.name for path in (folders[0].parent / "en").glob("*.txt"))
+    for folder in folders:
+        assert sorted(path.name for path in folder.glob("*.txt")) == english, folder.name
+
+
+def test_every_prompt_language_loads_in_any_spelling_of_its_code():
+    from slm_factory.config import prompt_languages
+
+    for code in prompt_languages():
+        for spelling in (code, code.upper(), f" {code} ", f"{code}-KR", f"{code}_US", f"{code.title()}-Hant"):
+            assert parse_config({"project": {"language": spelling}}).project.language == code, spelling
+
+
+@pytest.mark.parametrize(
+    ("value", "hint"),
+    [("kr", "; did you mean 'ko'?"), ("korean", "; did you mean 'ko'?"), ("", ""), ("xx", ""),
+     ("kr-KR", "; did you mean 'ko'?"), ("한국어", ""), ("enn", "; did you mean 'en'?")],
+)
+def test_unknown_language_is_one_line_with_the_choices(value: str, hint: str):
+    from slm_factory.config import prompt_languages
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"project": {"language": value}})
+    choices = ", ".join(repr(code) for code in prompt_languages()[:-1]) + f" or {prompt_languages()[-1]!r}"
+    assert caught.value.lines == [
+        f"project.language: got {value!r}; expected {choices} (a language the prompts exist for){hint}"
+    ]
+
+
+def test_every_registry_format_and_extension_loads_as_the_format_the_registry_gives_it():
+    from slm_factory.parsing.registry import EXTENSIONS, FORMATS
+
+    for fmt in FORMATS:
+        assert parse_config({"parsing": {"formats": [fmt, fmt.upper(), f".{fmt}"]}}).parsing.formats == [fmt] * 3
+    for extension, fmt in EXTENSIONS.items():
+        for spelling in (extension, extension.lstrip("."), extension.upper(), f" {extension.lstrip('.')} "):
+            assert parse_config({"parsing": {"formats": [spelling]}}).parsing.formats == [fmt], spelling
+    # the two aliases the registry reads alike
+    assert parse_config({"parsing": {"formats": ["htm", "markdown"]}}).parsing.formats == ["html", "md"]
+
+
+def test_unknown_formats_get_one_line_each_naming_the_entry():
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"parsing": {"formats": ["pdf", "pfd", "docs", "xlsx", "hwpx"]}})
+    lines = caught.value.lines
+    assert [line.split(":")[0] for line in lines] == ["parsing.formats.1", "parsing.formats.2", "parsing.formats.3"]
+    assert lines[0].startswith("parsing.formats.1: got 'pfd'; expected 'pdf', 'hwpx', 'hwp'")
+    assert lines[0].endswith("(a format the parsers read); did you mean 'pdf'?")
+    assert lines[1].endswith("did you mean 'docx'?") and "did you mean" not in lines[2]
+
+
+def test_no_string_outside_the_registry_is_accepted_as_a_format():
+    """Every near miss of a known format (one character dropped, doubled, swapped or replaced)
+    is either a known spelling or an error that suggests the format it came from."""
+    from slm_factory.parsing.registry import EXTENSIONS, FORMATS
+
+    known = set(FORMATS) | {ext.lstrip(".") for ext in EXTENSIONS}
+    for word in sorted(known):
+        variants = {word[:i] + word[i + 1:] for i in range(len(word))}
+        variants |= {word[:i] + word[i] + word[i:] for i in range(len(word))}
+        variants |= {word[:i] + word[i + 1] + word[i] + word[i + 2:] for i in range(len(word) - 1)}
+        variants |= {word[:i] + "q" + word[i + 1:] for i in range(len(word))}
+        for variant in sorted(variants - known - {""}):
+            with pytest.raises(ConfigError) as caught:
+                parse_config({"parsing": {"formats": [variant]}})
+            line = caught.value.lines[0]
+            assert len(caught.value.lines) == 1 and line.startswith(f"parsing.formats.0: got {variant!r}; expected")
+            assert "did you mean '" in line, line
+
+
+def test_binary_hwp_is_a_known_format_whose_files_get_the_save_as_hwpx_advice(tmp_path: Path):
+    """`hwp` stays accepted (it is in the defaults): each .hwp file gets one line of advice
+    instead of being skipped without a word."""
+    import subprocess
+    import sys
+
+    assert parse_config({"parsing": {"formats": ["hwp"]}}).parsing.formats == ["hwp"]
+    (tmp_path / "documents").mkdir()
+    (tmp_path / "documents" / "form.hwp").write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(504))
+    (tmp_path / "documents" / "note.txt").write_text("A note that parses.", encoding="utf-8")
+    (tmp_path / "project.yaml").write_text("parsing:\n  formats: [txt, HWP]\n", encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "slm_factory", "parse", "-c", str(tmp_path / "project.yaml")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "form.hwp: binary HWP is not supported; open it in Hangul and save as HWPX" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        ("project:\n  language: kr\n",
+         "project.language: got 'kr'; expected 'en' or 'ko' (a language the prompts exist for); did you mean 'ko'?"),
+        ("parsing:\n  formats: [pdf, markdown, pfd]\n", "parsing.formats.2: got 'pfd'; expected 'pdf', "),
+    ],
+)
+def test_cli_answers_an_unknown_language_or_format_with_one_line(tmp_path: Path, yaml_text: str, expected: str):
+    import subprocess
+    import sys
+
+    (tmp_path / "documents").mkdir()
+    (tmp_path / "project.yaml").write_text(yaml_text, encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "slm_factory", "parse", "-c", str(tmp_path / "project.yaml")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2  # the CLI's exit code for an unusable project.yaml
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {expected}"), lines
+    assert not (tmp_path / "output" / "parsed_documents.json").exists()
+
+
+def test_init_refuses_an_unknown_language_in_one_line(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from slm_factory.cli import app
+
+    result = CliRunner().invoke(app, ["init", "--name", "p", "--path", str(tmp_path), "--language", "kr"])
+    assert result.exit_code == 1
+    assert "--language 'kr': expected 'en' or 'ko'" in result.output and "did you mean 'ko'?" in result.output
+    assert not (tmp_path / "p" / "project.yaml").exists()
+    ok = CliRunner().invoke(app, ["init", "--name", "p", "--path", str(tmp_path), "--language", "KO"])
+    assert ok.exit_code == 0 and load_config(tmp_path / "p" / "project.yaml").project.language == "ko"

@@ -7,13 +7,14 @@ writes them as comments into the template (see `slm_factory.templates`).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 
 DEFAULT_REJECT_PATTERNS = [
     r"(?i)i don't know",
@@ -55,12 +56,58 @@ class Section(BaseModel):
         return {k: v for k, v in data.items() if not (v is None and k in nested)}
 
 
+@functools.cache
+def prompt_languages() -> tuple[str, ...]:
+    """The languages the teacher prompts exist for: the folders of generation/prompts (package data)."""
+    from importlib import resources
+
+    folder = resources.files("slm_factory").joinpath("generation").joinpath("prompts")
+    return tuple(sorted(entry.name for entry in folder.iterdir() if entry.is_dir() and entry.name.isalpha()))
+
+
+def known_language(value: str) -> str:
+    """The prompt language `value` names ("ko" for "ko", "KO" or "ko-KR"); else ValueError."""
+    languages = prompt_languages()
+    code = re.split(r"[-_]", value.strip().lower(), maxsplit=1)[0]
+    if code in languages:
+        return code
+    raise _unknown(code, languages, "a language the prompts exist for")
+
+
+def known_format(value: str) -> str:
+    """The parser format `value` names ("html" for "html", "HTM" or ".htm"); else ValueError."""
+    # The parsing registry is the one list of formats and the extensions each covers.
+    from slm_factory.parsing.registry import EXTENSIONS, FORMATS
+
+    name = value.strip().lower().lstrip(".")
+    if name in FORMATS:
+        return name
+    if f".{name}" in EXTENSIONS:
+        return EXTENSIONS[f".{name}"]
+    extensions = sorted(ext.lstrip(".") for ext in EXTENSIONS if ext.lstrip(".") not in FORMATS)
+    raise _unknown(name, (*FORMATS, *extensions), "a format the parsers read")
+
+
+def _unknown(name: str, choices: tuple[str, ...], what: str) -> ValueError:
+    import difflib
+
+    listed = ", ".join(repr(choice) for choice in choices[:-1]) + f" or {choices[-1]!r}"
+    guess = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
+    hint = f"; did you mean {guess[0]!r}?" if guess else ""
+    return ValueError(f"expected {listed} ({what}){hint}")
+
+
 class ProjectSection(Section):
     name: str = Field("my-project", min_length=1, description="Project name; used for the model name too.")
     version: str = Field("1.0.0", description="Your project's version, recorded with its outputs.")
     language: str = Field(
         "en", description="Language of the documents and prompts: en or ko (Korean prompts and tools)."
     )
+
+    @field_validator("language")
+    @classmethod
+    def _prompts_exist(cls, value: str) -> str:
+        return known_language(value)
 
 
 class PathsSection(Section):
@@ -82,7 +129,7 @@ class HwpxOptions(Section):
 
 
 class ParsingSection(Section):
-    formats: list[str] = Field(
+    formats: list[Annotated[str, AfterValidator(known_format)]] = Field(
         default_factory=lambda: ["pdf", "txt", "html", "md", "hwpx", "hwp", "docx"],
         description="File types to read from the documents folder.",
     )

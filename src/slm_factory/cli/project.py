@@ -44,10 +44,15 @@ def init(
 ) -> None:
     """Create NAME/documents, NAME/output and a documented NAME/project.yaml."""
     setup_output(verbose, quiet)
+    from slm_factory.config import known_language
     from slm_factory.project_template import render_template
 
     if not name.strip() or "/" in name or "\\" in name:
         raise fail(f"--name {name!r}: give a plain folder name without slashes")
+    try:
+        language = known_language(language)
+    except ValueError as error:
+        raise fail(f"--language {language!r}: {error}") from None
     root = path / name
     config_path = root / "project.yaml"
     if config_path.exists() and not confirm(f"{config_path} exists. Overwrite it?", yes):
