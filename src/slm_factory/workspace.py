@@ -35,6 +35,7 @@ ARTIFACTS: dict[str, str] = {
 }
 INTERMEDIATE = ("qa_scored", "qa_augmented", "data_analysis")
 STATE_FILE = ".state.json"
+PARSE_CACHE_DIR = ".parse_cache"  # one parsed document per file, reused by the next parse
 
 
 class Workspace:
@@ -52,6 +53,10 @@ class Workspace:
     @property
     def state_path(self) -> Path:
         return self.root / STATE_FILE
+
+    @property
+    def parse_cache_dir(self) -> Path:
+        return self.root / PARSE_CACHE_DIR
 
     def ensure(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
