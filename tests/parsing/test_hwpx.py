@@ -138,33 +138,55 @@ def test_nested_merged_table_is_flattened_into_its_cell_and_emitted_after(corpus
     document = _parse(corpus / MOIS)
     outer = _field_table(document)
     code_cell = {row[1]: row for row in outer}["시군구코드"][3]
-    # the inner table reads as one line per row, merged slots said once
+    # the inner table reads as one line per row, each merged cell said once
     assert code_cell.endswith(
-        "법정 땅이름\n구분 | 코드체계\n코드체계 | ➀➁➂➃➄\n코드설명 | ➀➁ | 숫자 | 시도\n코드설명 | ➂➃➄ | 숫자 | 시군구"
+        "법정 땅이름\n구분 | 코드체계\n코드체계 | ➀➁➂➃➄\n코드설명 | ➀➁ | 숫자 | 시도\n➂➃➄ | 숫자 | 시군구"
     )
-    # the inner table (cellSpan colSpan=3 and rowSpan=2 in the XML) as a full grid
-    inner = [[" ".join(cell.split()) for cell in row] for row in document.tables[3].rows]
-    assert inner == [
-        ["구분", "코드체계", "코드체계", "코드체계"],
-        ["코드체계", "➀➁➂➃➄", "➀➁➂➃➄", "➀➁➂➃➄"],
+    # the inner table (cellSpan colSpan=3 and rowSpan=2 in the XML): merged text in its first slot
+    position = next(index for index, table in enumerate(document.tables) if table.rows == outer)
+    inner = document.tables[position + 1]  # outer first, then what was nested in it
+    assert [[" ".join(cell.split()) for cell in row] for row in inner.rows] == [
+        ["구분", "코드체계", "", ""],
+        ["코드체계", "➀➁➂➃➄", "", ""],
         ["코드설명", "➀➁", "숫자", "시도"],
-        ["코드설명", "➂➃➄", "숫자", "시군구"],
+        ["", "➂➃➄", "숫자", "시군구"],
     ]
-    assert document.tables[2].rows == outer  # outer first, then what was nested in it
+    assert sorted(inner.spans) == [(0, 1, 1, 3), (1, 1, 1, 3), (2, 0, 2, 1)]
 
 
-def test_every_table_with_text_is_emitted(corpus: Path) -> None:
-    """One Document table per hp:tbl that holds any text, nested ones included."""
-    for name in (MOIS, BACKSLASH, MFDS):
-        path = corpus / name
-        sections = [
-            entry for entry in _entries(path) if re.match(r"Contents/section\d+\.xml$", entry)
-        ]
-        with_text = 0
-        for section in sections:
-            for table in _section_xml(path, section).iter("{*}tbl"):
-                with_text += any((t.text or "").strip() for t in table.iter("{*}t"))
-        assert len(_parse(path).tables) == with_text, name
+def _columns_with_text(table: etree._Element) -> set[str]:
+    return {
+        address.get("colAddr", "")
+        for cell in table.iter("{*}tc")
+        if cell.getparent() is not None and cell.getparent().getparent() is table
+        and any((t.text or "").strip() for t in cell.iter("{*}t"))
+        for address in cell.iter("{*}cellAddr")
+        if address.getparent() is cell
+    }
+
+
+@pytest.mark.parametrize("name", [MOIS, BACKSLASH, MFDS])
+def test_every_table_with_text_is_read(corpus: Path, name: str) -> None:
+    """Every hp:tbl's words are in the text; a box with text in one column only (a title box, a
+    boxed note) is read as paragraphs, not as a table; the others are Document tables."""
+    path = corpus / name
+    document = _parse(path)
+    text = _squash(document.text)
+    tables = [
+        table
+        for entry in _entries(path)
+        if re.match(r"Contents/section\d+\.xml$", entry)
+        for table in _section_xml(path, entry).iter("{*}tbl")
+        if any((t.text or "").strip() for t in table.iter("{*}t"))
+    ]
+    boxes = [table for table in tables if len(_columns_with_text(table)) == 1]
+    assert len(document.tables) <= len(tables) - len(boxes)
+    paragraphs = _squash(" ".join(block.text for block in document.blocks if block.kind != "table"))
+    for table in tables:
+        words = [_squash("".join(t.itertext())) for t in table.iter("{*}t")]
+        assert all(word in text for word in words if word)
+        if table in boxes and table.getparent().getparent().getparent().tag.endswith("sec"):
+            assert all(word in paragraphs for word in words if word)  # a top-level box reads as paragraphs
 
 
 def test_file_without_manifest_reads_both_sections_in_order(corpus: Path) -> None:
@@ -336,13 +358,15 @@ def test_structure_of_a_built_hwpx(tmp_path: Path, hp: str) -> None:
     assert blocks[1] == ("heading", 2, "세부 내용")
     assert blocks[2] == ("list_item", 0, "첫째 항목입니다")
     assert blocks[3] == ("paragraph", 0, "본문에 각주가 있습니다[^1] 계속되는 문장.")
-    assert document.tables[0].rows == [["항목", "안쪽 가 | 안쪽 나"], ["합계 100", "합계 100"]]
+    assert document.tables[0].rows == [["항목", "안쪽 가 | 안쪽 나"], ["합계 100", ""]]
+    assert document.tables[0].spans == [(1, 0, 1, 2)]
     assert document.tables[1].rows == [["안쪽 가", "안쪽 나"]]
     texts = [text for _, _, text in blocks]
     assert "글상자 안의 문장" in texts and "사각형입니다." not in document.text
     assert "첫 줄\n둘째 줄 탭 뒤" in texts
     # notes close the section, after everything else, with their markers
     assert texts[-2:] == ["[^1] 각주 내용입니다", "[^e1] 미주 내용"]
+    assert [kind for kind, _, _ in blocks[-2:]] == ["footnote", "footnote"]
     assert document.title == "추진 배경"
     assert document.metadata["author"] == "홍길동"
 
@@ -465,3 +489,19 @@ def test_outline_title_rule(line: str, level: int | None) -> None:
     from slm_factory.parsing.hwpx import _outline_level
 
     assert _outline_level(line) == level
+
+
+def test_a_run_of_numbered_titles_is_a_list_not_headings(tmp_path: Path) -> None:
+    """A title heads a section only if it is not in a numbered list: "1. 입찰공고서", "2. 입찰유의서"
+    one after the other are items; a title after labelled values of its own kind still heads."""
+    lines = [
+        "1. 행사개요", "가. 행 사 명: 가을밤의 음악축제", "나. 일    시: 2023. 10. 21.", "다. 주요 프로그램",
+        "공연 3팀과 체험 부스를 운영한다.", "2. 관련 규정", "1. 입찰공고서", "2. 입찰유의서", "3. 계약일반조건",
+        "위 규정을 따른다.", "3. 기타사항",
+    ]
+    path = _write_hwpx(tmp_path / "outline.hwpx", {"section0.xml": _section("".join(_p(_t(line)) for line in lines))})
+    blocks = [(block.kind, block.level) for block in _parse(path).blocks]
+    assert blocks == [
+        ("heading", 2), ("paragraph", 0), ("paragraph", 0), ("heading", 3), ("paragraph", 0), ("heading", 2),
+        ("paragraph", 0), ("paragraph", 0), ("paragraph", 0), ("paragraph", 0), ("heading", 2),
+    ]

@@ -4,8 +4,9 @@ The body XML is walked directly rather than through python-docx: python-docx ski
 inside content controls (`w:sdt`) and nested in cells, and every part is read through
 SafeZip and `parse_xml` first, so zip bombs and entity attacks are refused before any XML
 library expands them. Styles give heading levels and list styles; numbering (`w:numPr`)
-marks list items and, through numbering.xml, gives them the numbers Word shows ("3.2.", "a)");
-merged cells are repeated over every grid slot they cover.
+marks list items and, through numbering.xml, gives them the numbers Word shows ("3.2.", "a)").
+A merged cell's text is said once (tables.build_grid); a table used for layout (tables.is_layout)
+is read as the blocks in its cells, with the same walker as the body.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from lxml import etree
 from slm_factory.parsing.base import DocumentBuilder, NestedTable, ParseError, ParseOptions, clean_inline
 from slm_factory.parsing.docx_numbering import Numbering
 from slm_factory.parsing.safety import SafeZip
+from slm_factory.parsing.tables import Cell, CellContent, Grid, build_grid, is_layout
 
 Element: TypeAlias = etree._Element
+_PlacedCell: TypeAlias = tuple[Cell, Element | None]  # a placed cell and the w:tc holding its text
 
 _MAIN_NS = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
 _MC_NS = "http://schemas.openxmlformats.org/markup-compatibility/2006"
@@ -136,8 +139,12 @@ class _Tags:
     """Qualified tag names for one namespace (transitional or strict WordprocessingML)."""
 
     def __init__(self, ns: str) -> None:
+        names: dict[str, str] = {}  # built once each: val_of runs for every cell and paragraph
+
         def q(name: str) -> str:
-            return f"{{{ns}}}{name}"
+            if name not in names:
+                names[name] = f"{{{ns}}}{name}"
+            return names[name]
 
         self.q = q
         self.body, self.p, self.r, self.t, self.tbl = q("body"), q("p"), q("r"), q("t"), q("tbl")
@@ -198,6 +205,7 @@ class _Style:
 class _Styles:
     by_id: dict[str, _Style] = field(default_factory=dict)
     numbering_styles: dict[str, str] = field(default_factory=dict)  # style id -> w:numId
+    levels: dict[str, int | None] = field(default_factory=dict)  # heading level by style id, as found
 
     def _chain(self, style_id: str) -> list[_Style]:
         chain: list[_Style] = []
@@ -208,6 +216,11 @@ class _Styles:
         return chain
 
     def heading_level(self, style_id: str) -> int | None:
+        if style_id not in self.levels:
+            self.levels[style_id] = self._heading_level(style_id)
+        return self.levels[style_id]
+
+    def _heading_level(self, style_id: str) -> int | None:
         for style in self._chain(style_id):
             match = _HEADING_STYLE.match(style.name.strip())
             if match:
@@ -354,7 +367,7 @@ class _BodyReader:
             if tag == tags.p:
                 self.paragraph(child)
             elif tag == tags.tbl:
-                self.emit_table(self.table(child))
+                self.table_blocks(child)
             elif tag == tags.sdt:
                 content = child.find(tags.sdt_content)
                 if content is not None:
@@ -476,47 +489,106 @@ class _BodyReader:
 
     def emit_notes(self) -> None:
         for note in self.pending_notes:
-            self.builder.paragraph(note)
+            self.builder.paragraph(note, kind="footnote")
 
     # tables
+    def table_blocks(self, element: Element) -> None:
+        """A data table becomes a table; a layout table becomes the blocks in its cells, in order.
+
+        The cells are placed once; whether the table is layout is judged from their XML alone (no
+        list number counted, no note taken), so a layout table's cells are still read only once,
+        as body content.
+        """
+        cells = self.table_cells(element)
+        if not self.is_layout(cells):
+            self.emit_table(self.table(element, cells))
+            return
+        for tr in self.unwrap(element, self.tags.tr):
+            for tc in self.unwrap(tr, self.tags.tc):
+                self.blocks(tc)
+
     def emit_table(self, table: NestedTable) -> None:
-        self.builder.table(table.rows, table.caption)
+        self.builder.table(table.grid, table.caption)
         for inner in table.inner:
             self.emit_table(inner)
 
-    def table(self, element: Element) -> NestedTable:
-        tags = self.tags
-        inner: list[NestedTable] = []
-        rows: list[list[str]] = []
-        for tr in self.unwrap(element, tags.tr):
-            rows.append(self.table_row(tr, rows[-1] if rows else [], inner))
-        width = max((len(row) for row in rows), default=0)
-        grid = [row + [""] * (width - len(row)) for row in rows]
-        caption = tags.val_of(element.find(tags.q("tblPr")), "tblCaption") or ""
-        return NestedTable(rows=grid, caption=caption, inner=inner)
+    def is_layout(self, cells: list[_PlacedCell]) -> bool:
+        contents = [CellContent(0, 0) if tc is None else self.cell_content(tc) for _, tc in cells]
+        # The rule reads the grid's width only: build_grid keeps one column per distinct first
+        # column of a cell with text, so that is counted here instead of building the grid twice.
+        columns = {cell.col for (cell, _), content in zip(cells, contents) if content.chars}
+        return is_layout(contents, Grid(rows=[[""] * len(columns)] if columns else []))
 
-    def table_row(self, tr: Element, above: list[str], inner: list[NestedTable]) -> list[str]:
+    def cell_content(self, tc: Element) -> CellContent:
+        """What a cell holds, read from its XML without side effects."""
         tags = self.tags
-        before = _int(tags.val_of(tr.find(tags.trpr), "gridBefore")) or 0
-        row = [""] * min(max(before, 0), _MAX_COLUMNS)
+        paragraphs, chars, has_heading, has_table = 0, 0, False, False
+        for child in self.unwrap_blocks(tc):
+            text = " ".join("".join(t.text or "" for t in child.iter(tags.t)).split())
+            if child.tag == tags.tbl:
+                has_table, chars = True, chars + len(text)
+                continue
+            if not text and not self.numbered(child):
+                continue
+            paragraphs += 1
+            chars += len(text) or 1  # an empty numbered paragraph still shows its number
+            if paragraphs == 1:  # a section opens with its heading
+                ppr = child.find(tags.ppr)
+                level = self.heading_level(ppr, tags.val_of(ppr, "pStyle") or "")
+                has_heading = level is not None and len(text) <= _MAX_HEADING_CHARS
+        return CellContent(paragraphs=paragraphs, chars=chars, has_heading=has_heading, has_table=has_table)
+
+    def numbered(self, paragraph: Element) -> bool:
+        """Whether Word draws a list number or bullet before the paragraph."""
+        tags = self.tags
+        ppr = paragraph.find(tags.ppr)
+        num_id = tags.val_of(None if ppr is None else ppr.find(tags.q("numPr")), "numId")
+        if num_id is None:
+            num_id = self.styles.numbering(tags.val_of(ppr, "pStyle") or "")[0]
+        return num_id not in (None, "", "0")
+
+    def table(self, element: Element, cells: list[_PlacedCell] | None = None) -> NestedTable:
+        inner: list[NestedTable] = []
+        placed = self.table_cells(element) if cells is None else cells
+        for cell, tc in placed:
+            if tc is not None:
+                cell.text = self.cell_text(tc, inner)
+        caption = self.tags.val_of(element.find(self.tags.q("tblPr")), "tblCaption") or ""
+        return NestedTable(grid=build_grid([cell for cell, _ in placed]), caption=caption, inner=inner)
+
+    def table_cells(self, element: Element) -> list[_PlacedCell]:
+        """The table's cells on the grid (merges become spans), each with the w:tc holding its
+        text: None for a continued merge with nothing to continue."""
+        cells: list[_PlacedCell] = []
+        above: dict[int, Cell] = {}  # grid column -> the cell a vertical merge there continues
+        for index, tr in enumerate(self.unwrap(element, self.tags.tr)):
+            self.table_row(tr, index, cells, above)
+        return cells
+
+    def table_row(self, tr: Element, index: int, cells: list[_PlacedCell], above: dict[int, Cell]) -> None:
+        tags = self.tags
+        col = min(max(_int(tags.val_of(tr.find(tags.trpr), "gridBefore")) or 0, 0), _MAX_COLUMNS)
+        last: Cell | None = None
         for tc in self.unwrap(tr, tags.tc):
             tcpr = tc.find(tags.tcpr)
             span = min(max(_int(tags.val_of(tcpr, "gridSpan")) or 1, 1), _MAX_COLUMNS)
             merge = tags.val_of(tcpr, "vMerge")
-            col = len(row)
-            if merge is not None and merge != "restart":
-                # a continued vertical merge repeats the cell above
-                text = above[col] if col < len(above) else ""
-            elif tags.val_of(tcpr, "hMerge") not in (None, "restart") and row:
-                text = row[-1]
+            upper = above.get(col)
+            if merge not in (None, "restart") and upper is not None and upper.row + upper.row_span == index:
+                upper.row_span += 1  # a continued vertical merge: the cell above grows down
+                last = upper
+            elif tags.val_of(tcpr, "hMerge") not in (None, "restart") and last is not None:
+                last.col_span += span
             else:
-                text = self.cell_text(tc, inner)
-            row.extend([text] * span)
-            if len(row) > _MAX_COLUMNS:
+                last = Cell("", index, col, 1, span)
+                cells.append((last, None if merge not in (None, "restart") else tc))
+            for column in range(col, col + span):
+                above[column] = last
+            col += span
+            if col > _MAX_COLUMNS:
                 raise ParseError(
                     f"{self.builder.path.name}: a table row spans over {_MAX_COLUMNS} columns"
                 )
-        return row
 
     def unwrap(self, container: Element, tag: str) -> list[Element]:
         """Rows of a table or cells of a row, including those inside content controls."""
@@ -532,8 +604,13 @@ class _BodyReader:
                 found.extend(self.unwrap(child, tag))
         return found
 
+    def unwrap_blocks(self, container: Element) -> list[Element]:
+        """The paragraphs and tables of a cell, including those inside content controls."""
+        return self.unwrap(container, self.tags.p) + self.unwrap(container, self.tags.tbl)
+
     def cell_text(self, container: Element, inner: list[NestedTable]) -> str:
-        """A cell's paragraphs as lines; a nested table joins as lines and is kept in `inner`."""
+        """A cell's paragraphs as lines; a nested table joins as lines, and is kept in `inner` to
+        follow the outer table when it holds data."""
         tags = self.tags
         lines: list[str] = []
         for child in container:
@@ -547,8 +624,11 @@ class _BodyReader:
                 lines.extend(self.cell_text(box, inner) for box in self.boxes)
                 self.boxes = saved
             elif tag == tags.tbl:
-                table = self.table(child)
-                inner.append(table)
+                cells = self.table_cells(child)
+                layout = self.is_layout(cells)
+                table = self.table(child, cells)
+                # a box's text is in its cell already; the data tables inside it still follow
+                inner.extend(table.inner if layout else [table])
                 lines.append(table.flat_text())
             elif tag == tags.sdt:
                 content = child.find(tags.sdt_content)

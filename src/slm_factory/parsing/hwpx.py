@@ -7,6 +7,10 @@ reading order and carries the metadata; `Contents/header.xml` holds the styles; 
 
 Elements are matched by local name only: the namespace URIs differ between the 2011 and
 2016 schemas and between writers.
+
+A merged cell's text is said once (tables.build_grid); a table used for layout (tables.is_layout:
+one cell, one column, prose cells) is read as the paragraphs in its cells, with the same walker
+as the body, so a boxed chapter title ("Ⅰ. 과업안내") is a heading like an unboxed one.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ from typing import TypeAlias
 from lxml import etree
 
 from slm_factory.parsing import korean
-from slm_factory.parsing.base import DocumentBuilder, ParseError, ParseOptions, clean_inline, NestedTable
+from slm_factory.parsing.base import DocumentBuilder, NestedTable, ParseError, ParseOptions, clean_inline
 from slm_factory.parsing.safety import SafeZip
+from slm_factory.parsing.tables import Cell, CellContent, Grid, build_grid, is_layout
 
 Element: TypeAlias = etree._Element
 
@@ -91,7 +96,7 @@ def _local(element: Element) -> str:
 
 
 def _children(element: Element, name: str) -> Iterator[Element]:
-    return (child for child in element if _local(child) == name)
+    return element.iterchildren(f"{{*}}{name}")  # any namespace: lxml matches in C
 
 
 def _child(element: Element, name: str) -> Element | None:
@@ -247,21 +252,45 @@ def _place_cells(rows: list[list[_Cell]]) -> list[tuple[int, int, _Cell]]:
     return placed
 
 
-def _grid(rows: list[list[_Cell]], declared_cols: int) -> list[list[str]]:
+def _cells(table: Element) -> Iterator[Element]:
+    return (tc for tr in _children(table, "tr") for tc in _children(tr, "tc"))
+
+
+def _cell_paragraphs(cell: Element) -> Iterator[Element]:
+    return (paragraph for sublist in _children(cell, "subList") for paragraph in _children(sublist, "p"))
+
+
+def _own_text(paragraph: Element) -> str:
+    """A paragraph's own text, without the tables and text boxes it anchors."""
+    return "".join("".join(t.itertext()) for run in _children(paragraph, "run") for t in _children(run, "t"))
+
+
+def _plain_cell_text(cell: Element) -> str:
+    """A cell's text as written, nested content included: enough to judge the table by."""
+    return "\n".join("".join("".join(t.itertext()) for t in p.iter("{*}t")) for p in _cell_paragraphs(cell))
+
+
+def _text_columns(rows: list[list[_Cell]], contents: list[CellContent]) -> set[int]:
+    """The grid columns where a cell with text starts. The layout rule reads the grid's width
+    only, and build_grid keeps exactly these columns, so the grid need not be built to judge."""
+    return {col for (_, col, _), content in zip(_place_cells(rows), contents) if content.chars}
+
+
+def _grid(rows: list[list[_Cell]], declared_cols: int) -> Grid:
     placed = _place_cells(rows)
     if not placed:
-        return []
+        return Grid(rows=[])
     height = max(len(rows), max(row + 1 for row, _, _ in placed))
     width = max([col + cell.col_span for _, col, cell in placed] + [declared_cols])
     width = min(width, _MAX_COLUMNS)
     if height * width > _MAX_GRID_CELLS:
         raise ParseError(f"a table declares {height} x {width} cells; refused as malformed")
-    grid = [[""] * width for _ in range(height)]
-    for row, col, cell in placed:
-        for r in range(row, min(row + cell.row_span, height)):
-            for c in range(col, min(col + cell.col_span, width)):
-                grid[r][c] = cell.text
-    return grid
+    cells = [
+        Cell(cell.text, row, col, min(cell.row_span, height - row), min(cell.col_span, width - col))
+        for row, col, cell in placed
+        if col < width
+    ]
+    return build_grid(cells, width)
 
 
 # -- Korean spacing ---------------------------------------------------------------------------
@@ -343,6 +372,14 @@ def _outline_level(text: str) -> int | None:
     return None
 
 
+_FIRST_NUMBER = re.compile(r"^(?:Ⅰ|I|1|가)\.")
+
+
+def _marker_level(text: str) -> int | None:
+    """Which outline number a line starts with (Ⅰ. = 1, 1. = 2, 가. = 3), title or not."""
+    return next((level for level, marker in enumerate(_OUTLINE_MARKERS, 1) if marker.match(text)), None)
+
+
 def _mark_id(mark: Element) -> str:
     return mark.get("Id") or mark.get("id") or ""
 
@@ -364,6 +401,11 @@ class _SectionReader:
         # in the section are honoured, so a damaged marker cannot swallow the rest of the text.
         self.closable: set[str] = set()
         self.deleting: set[str] = set()
+        # A hand-numbered title heads a section only if it is not in a numbered list: a title just
+        # before it at its level, or the next number of its kind just after it ("1. …", "2. …",
+        # often in a box), makes it an item.
+        self.pending_title: tuple[str, int] | None = None
+        self.last_title: int | None = None
 
     def read_section(self, root: Element) -> None:
         self.closable = {_mark_id(mark) for mark in root.iter("{*}deleteEnd")}
@@ -371,8 +413,9 @@ class _SectionReader:
         for paragraph in _children(root, "p"):
             self.body_paragraph(paragraph)
         for note in self.notes:
-            self.emit_text(note, "paragraph", 0)
+            self.emit_text(note, "footnote", 0)
         self.notes = []
+        self.settle_title()
 
     # body: text, then each table or text box in its place
     def body_paragraph(self, paragraph: Element) -> None:
@@ -400,18 +443,42 @@ class _SectionReader:
             return
         if self.apply_spacing:
             text = fix_spacing(text)
+        marker = _marker_level(text) if kind == "paragraph" else None
+        # the next number of the title's kind continues its list; a "1." starts a list under it
+        continues = marker is not None and marker == self.pending_level() and not _FIRST_NUMBER.match(text)
+        self.settle_title(as_item=continues)
+        outline = _outline_level(text) if kind == "paragraph" else None
+        previous, self.last_title = self.last_title, outline
+        if outline is not None and outline != previous:
+            self.pending_title = (text, outline)
+            self.title_candidate(text)
+            return
         if kind == "heading":
             self.builder.heading(" ".join(text.split("\n")), level)
             self.first_heading = self.first_heading or " ".join(text.split())
             return
-        outline = _outline_level(text) if kind == "paragraph" else None
-        if outline is not None:
-            self.builder.heading(text, outline)
-        elif kind == "list_item":
+        if kind == "list_item":
             self.builder.list_item(text, level)
         else:
-            self.builder.paragraph(text)
+            self.builder.paragraph(text, kind="footnote" if kind == "footnote" else "paragraph")
         self.title_candidate(text)
+
+    def end_run(self) -> None:
+        self.settle_title()
+        self.last_title = None
+
+    def pending_level(self) -> int | None:
+        return None if self.pending_title is None else self.pending_title[1]
+
+    def settle_title(self, as_item: bool = False) -> None:
+        """Emit the title that waited for the next line: a heading, or an item of a numbered list."""
+        if self.pending_title is not None:
+            text, level = self.pending_title
+            self.pending_title = None
+            if as_item:
+                self.builder.paragraph(text)
+            else:
+                self.builder.heading(text, level)
 
     def title_candidate(self, text: str) -> None:
         """The first short line with words: Korean forms often put the title in a one-cell box."""
@@ -421,22 +488,52 @@ class _SectionReader:
 
     def emit_object(self, element: Element) -> None:
         if _local(element) == "tbl":
-            self.emit_table(self.table(element))
+            self.table_blocks(element)
             return
         for box in self.text_boxes(element):
             for paragraph in box:
                 self.body_paragraph(paragraph)
 
+    def table_blocks(self, element: Element) -> None:
+        """A data table becomes a table; a layout table becomes the paragraphs in its cells.
+
+        Whether it is layout is judged from the cells' XML alone (no note, header or tracked
+        change read), so a layout table's cells are still read only once, as body content.
+        """
+        tcs, rows = list(_cells(element)), self.cells(element)
+        contents = [self.cell_content(tc) for tc in tcs]
+        columns = _text_columns(rows, contents)
+        if not is_layout(contents, Grid(rows=[[""] * len(columns)] if columns else [])):
+            self.emit_table(self.table(element, rows))
+            return
+        if len(columns) == 1:  # Korean forms put the title in a box: its lines together are the title
+            first = next(tc for tc, content in zip(tcs, contents) if content.chars)
+            self.title_candidate(" ".join(_plain_cell_text(first).split()))
+        caption = _child(element, "caption")
+        for cell in [*tcs, *([] if caption is None else [caption])]:
+            self.end_run()  # a numbered list does not run across a cell's border
+            for paragraph in _cell_paragraphs(cell):
+                self.body_paragraph(paragraph)
+        self.end_run()
+
+    def is_layout(self, element: Element) -> bool:
+        contents = [self.cell_content(tc) for tc in _cells(element)]
+        columns = _text_columns(self.cells(element), contents)
+        return is_layout(contents, Grid(rows=[[""] * len(columns)] if columns else []))
+
+    def cell_content(self, tc: Element) -> CellContent:
+        """What a cell holds, read from its XML without side effects."""
+        paragraphs = [p for p in _cell_paragraphs(tc) if _own_text(p).strip()]
+        return CellContent(
+            paragraphs=len(paragraphs),
+            chars=len(" ".join(_plain_cell_text(tc).split())),
+            has_heading=bool(paragraphs) and self.styles.kind_of(paragraphs[0])[0] == "heading",
+            has_table=next(tc.iter("{*}tbl"), None) is not None,
+        )
+
     def emit_table(self, table: NestedTable) -> None:
-        filled = [row for row in table.rows if any(row)]
-        if filled and len(filled[0]) == 1:
-            self.title_candidate(" ".join(filled[0][0].split()))
-        if len(filled) == 1 and len(filled[0]) == 1 and not table.inner:  # a box around one line
-            title = " ".join(filled[0][0].split())
-            if (level := _outline_level(title)) is not None:  # "Ⅰ. 과업안내" boxed as a chapter title
-                self.builder.heading(title, level)
-                return
-        self.builder.table(table.rows, table.caption)
+        self.end_run()
+        self.builder.table(table.grid, table.caption)
         for inner in table.inner:
             self.emit_table(inner)
 
@@ -514,27 +611,32 @@ class _SectionReader:
                 parts.append(piece)
             elif _local(piece) == "tbl":
                 table = self.table(piece)
-                inner.append(table)
+                # a box's text is in its cell already; the data tables inside it still follow
+                inner.extend(table.inner if self.is_layout(piece) else [table])
                 parts.append("\n" + table.flat_text() + "\n")
             else:
                 for box in self.text_boxes(piece):
                     parts.extend("\n" + self.flat_paragraph(p, inner) for p in box)
         return _clean_text("".join(parts))
 
-    def table(self, element: Element) -> NestedTable:
+    def table(self, element: Element, rows: list[list[_Cell]] | None = None) -> NestedTable:
         inner: list[NestedTable] = []
-        rows: list[list[_Cell]] = []
-        for tr in _children(element, "tr"):
-            rows.append([self.cell(tc, inner) for tc in _children(tr, "tc")])
+        rows = self.cells(element) if rows is None else rows
+        for cell, tc in zip([cell for row in rows for cell in row], _cells(element)):
+            cell.text = self.sublist_text(tc, inner)
         caption = _child(element, "caption")
         caption_text = "" if caption is None else self.sublist_text(caption)
         try:
             grid = _grid(rows, min(_int(element.get("colCnt"), 0), _MAX_COLUMNS))
         except ParseError as error:
             raise ParseError(f"{self.builder.path.name}: {error}") from None
-        return NestedTable(rows=grid, caption=" ".join(caption_text.split()), inner=inner)
+        return NestedTable(grid=grid, caption=" ".join(caption_text.split()), inner=inner)
 
-    def cell(self, tc: Element, inner: list[NestedTable]) -> _Cell:
+    def cells(self, element: Element) -> list[list[_Cell]]:
+        """The table's cells row by row, where the file says they go; their text is read later."""
+        return [[self.cell(tc) for tc in _children(tr, "tc")] for tr in _children(element, "tr")]
+
+    def cell(self, tc: Element) -> _Cell:
         address = _child(tc, "cellAddr")
         span = _child(tc, "cellSpan")
         row = _int(address.get("rowAddr"), -1) if address is not None else -1
@@ -546,7 +648,7 @@ class _SectionReader:
             col_span=min(max(1, _int(span.get("colSpan"), 1)), _MAX_COLUMNS)
             if span is not None
             else 1,
-            text=self.sublist_text(tc, inner),
+            text="",
         )
 
     def text_boxes(self, shape: Element) -> Iterator[list[Element]]:
