@@ -11,5 +11,6 @@ def estimate_tokens(text: str) -> int:
     English runs ~4 characters per token; we assume 3. Hangul, CJK and other non-ASCII
     characters often take a token each or more; we assume 1.5 so Korean prompts are not cut.
     """
-    non_ascii = sum(1 for ch in text if ord(ch) > 127)
-    return math.ceil((len(text) - non_ascii) / 3 + non_ascii * 1.5)
+    ascii_chars = len(text.encode("ascii", "ignore"))  # in C: chunking measures text often
+    non_ascii = len(text) - ascii_chars
+    return math.ceil(ascii_chars / 3 + non_ascii * 1.5)
