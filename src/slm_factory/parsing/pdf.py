@@ -53,6 +53,14 @@ _KEPT_PREFIXES = {"non", "self", "co", "pre", "post", "anti", "multi", "semi", "
 _OPENERS = "([{“‘「『〈《<"
 _CLOSERS = ",.;:!?)]}”’」』〉》>%"
 _META_KEYS = ("title", "author", "subject", "keywords", "creator", "producer", "creationDate", "modDate")
+# A footnote's marker: 1) (1) [1] ¹ 주1) (주) * † ‡ §, or a number before a space (its superscript
+# is read as "1 Text"); the groups hold its number.
+_NOTE = re.compile(
+    r"^\s*(?:\(?(\d{1,3})\)|\[(\d{1,3})\]|([⁰¹²³⁴-⁹]{1,3})|\(?주\s?(\d{0,3})\)|[*†‡§¶]{1,3}|(\d{1,3})(?=\s))\s*"
+)
+_SOURCE = re.compile(r"(자료|출처|sources?|notes?|주)\s*[:：]", re.IGNORECASE)  # a figure's or table's source line
+_SUPERSCRIPTS = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹", "0123456789")
+_FOOT_TOP, _FOOT_BOTTOM = 0.3, 0.6  # a footnote area starts below 30% of the page and reaches below 60%
 
 
 @functools.cache
@@ -99,6 +107,8 @@ class PageText:
     gaps: bool = False  # spaces were read from the gaps between glyphs
     grids: list[Grid] = field(default_factory=list)
     items: list[Para | Grid] = field(default_factory=list)
+    rules: list[Box] = field(default_factory=list)  # short horizontal rules: footnote separators
+    notes: list[Para] = field(default_factory=list)  # footnotes, read after the page's body
 
 
 # -- entry point -------------------------------------------------------------------------------
@@ -130,10 +140,10 @@ def _parse(data: bytes, name: str, builder: DocumentBuilder, options: ParseOptio
     _drop_running_lines(pages)
     body = _body_size(pages)
     for page in pages:
-        page.items = _paragraphs(reading_order(page.lines, page.grids, body))
+        page.items, page.notes = _body_and_footnotes(page, body)
         _fix_korean_spacing(page, options)
     _join_across_pages(pages)
-    _settle_wraps([item for page in pages for item in page.items if isinstance(item, Para)], options)
+    _settle_wraps([item for page in pages for item in [*page.items, *page.notes] if isinstance(item, Para)], options)
     _emit(pages, body, builder)
 
 
@@ -236,6 +246,7 @@ def _extract_page(page: Any, number: int, options: ParseOptions, expect_gaps: bo
         raw_blocks = raw_blocks or textpage.extractRAWDICT()["blocks"]
         lines = _lines(raw_blocks, raw=True)
     result = PageText(number, page.rect.height, lines, gaps=gaps)
+    result.rules = _separator_rules(page, lines)
     if options.pdf_extract_tables and page.rotation == 0 and lines:
         # Exact paths: vectors collected in the text pass (TEXT_COLLECT_VECTORS) would save ~0.2 s
         # on a 117-page book, but their boxes for stroked paths are inflated by the miter limit.
@@ -387,18 +398,164 @@ def _inside(line: Line, grid: Grid) -> bool:
     return grid.x0 - 1 <= cx <= grid.x1 + 1 and grid.y0 - 1 <= cy <= grid.y1 + 1
 
 
+def _separator_rules(page: Any, lines: list[Line]) -> list[Box]:
+    """The thin horizontal rules of a page that may hold footnotes: word processors draw one above
+    them. Pages without a marked line in small type low down skip reading their drawings."""
+    if page.rotation != 0 or not _may_hold_footnotes(lines, page.rect.height):
+        return []
+    rules = []
+    for path in page.get_cdrawings():
+        x0, y0, x1, y1 = path["rect"]
+        if y1 - y0 <= 2.0 and x1 - x0 >= 20.0:
+            rules.append((x0, y0, x1, y1))
+    return rules
+
+
+def _may_hold_footnotes(lines: list[Line], height: float) -> bool:
+    """Whether a marked line low on the page sits right under a line in larger type."""
+    for line in lines:
+        if line.y0 < _FOOT_TOP * height or not _NOTE.match(line.text):
+            continue
+        over = [o for o in lines if o.y1 <= line.y0 + 1 and o.x0 < line.x1 and line.x0 < o.x1 and o is not line]
+        if over and max(over, key=lambda o: o.y1).size >= line.size + 0.5 and _note_start(line.text):
+            return True
+    return False
+
+
+def _note_start(text: str) -> re.Match[str] | None:
+    """A footnote marker followed by words (a bare "1", "* p<0.05" or "* 자료: ..." is not a note)."""
+    match = _NOTE.match(text)
+    if match is None or count_letters(text[match.end() :]) < 2 or _SOURCE.match(text, match.end()):
+        return None
+    return match
+
+
+def _note_number(match: re.Match[str]) -> int | None:
+    digits = next((group for group in match.groups() if group), None)
+    return int(digits.translate(_SUPERSCRIPTS)) if digits else None
+
+
 # -- paragraphs --------------------------------------------------------------------------------
-def _paragraphs(units: list[Unit]) -> list[Para | Grid]:
-    gaps = _column_gaps([unit for unit in units if isinstance(unit, Line)])
+def _body_and_footnotes(page: PageText, body: float) -> tuple[list[Para | Grid], list[Para]]:
+    """The page's body in reading order, and its footnotes: with the footnotes out of the flow, a
+    sentence that runs past them into the next column or page joins up again."""
+    units = reading_order(page.lines, page.grids, body)
+    areas = _footnote_areas(units, page, body)
+    if not areas:
+        return _paragraphs(units), []
+    boxes = [_box(line) for area in areas for line in area]  # rows merged in reading order too
+    lines = [line for line in page.lines if not any(_centre_in(line, box) for box in boxes)]
+    flow = reading_order(lines, page.grids, body)
+    # the line spacing measured with the notes in, as before they were taken out, decides breaks
+    gaps = _column_gaps(_lines_of(flow)) | _column_gaps(_lines_of(units))
+    return _paragraphs(flow, gaps), _footnotes(areas)
+
+
+def _lines_of(units: list[Unit]) -> list[Line]:
+    return [unit for unit in units if isinstance(unit, Line)]
+
+
+def _footnote_areas(units: list[Unit], page: PageText, body: float) -> list[list[Line]]:
+    """Runs of lines in small type at the foot of a column or page, each from a note marker on (or,
+    under a separator rule, from the rest of a note that began in an earlier column)."""
+    areas: list[list[Line]] = []
+    for index, unit in enumerate(units):
+        if not isinstance(unit, Line) or not _small(unit, body) or unit.y0 < _FOOT_TOP * page.height:
+            continue
+        before = units[index - 1] if index else None
+        if isinstance(before, Line) and _small(before, body):
+            continue  # an area starts after body text: one look per block of small type
+        marked = _note_start(unit.text) is not None
+        if not (marked or areas):
+            continue
+        area = [unit]
+        for later in units[index + 1 :]:  # a page number (no letters) is no part of a note
+            if not isinstance(later, Line) or not _small(later, body) or not later.letters:
+                break
+            if later.column != unit.column:
+                break
+            area.append(later)
+        if _at_foot(area, units, page, body, gap_will_do=marked):
+            areas.append(area)
+    return areas
+
+
+def _small(line: Line, body: float) -> bool:
+    return line.size <= body - 0.5
+
+
+def _at_foot(area: list[Line], units: list[Unit], page: PageText, body: float, gap_will_do: bool) -> bool:
+    """Whether an area ends its column, under body text, set off by a separator rule (or by a wide
+    gap). Notes under a table, a narrow table column and anything with words below stay in place."""
+    first = area[0]
+    left, right = first.column
+    if right - left < 12 * first.size or max(line.y1 for line in area) < _FOOT_BOTTOM * page.height:
+        return False
+    x0, x1 = min(line.x0 for line in area), max(line.x1 for line in area)
+    members = {id(line) for line in area}
+    above: Unit | None = None  # the lowest thing over the area
+    for unit in units:
+        if id(unit) in members or unit.x1 <= x0 or unit.x0 >= x1:
+            continue
+        if unit.y1 > first.y0 + 1:
+            if isinstance(unit, Grid) or unit.letters:  # beside or below it; a page number may be
+                return False
+        elif above is None or unit.y1 > above.y1:
+            above = unit
+    if not isinstance(above, Line) or _small(above, body):
+        return False
+    for rx0, ry0, rx1, _ in page.rules:  # a line's box can reach past the rule (sub- and superscripts)
+        if above.y1 - 0.5 * above.size <= ry0 <= first.y0 + 1 and rx0 < x1 and x0 < rx1:
+            return True
+    return gap_will_do and first.size <= 0.85 * body and first.y0 - above.y1 >= body and _wordy(area)
+
+
+def _wordy(lines: list[Line]) -> bool:
+    """Prose, not a small table of figures (which a gap alone cannot tell from notes): letters
+    outnumber digits two to one."""
+    text = "".join(line.text for line in lines)
+    return sum(char.isalpha() for char in text) > 2 * sum(char.isdigit() for char in text)
+
+
+def _footnotes(areas: list[list[Line]]) -> list[Para]:
+    """The notes of a page's areas: each marked line that heads an area starts a note; inside an
+    area a marked line starts one when its number follows the last note's (or it has a symbol),
+    so a wrapped line that begins with a number ("10 seconds.") stays in its note."""
+    notes: list[list[Line]] = []
+    number: int | None = None
+    for area in areas:
+        for position, line in enumerate(area):
+            match = _note_start(line.text)
+            value = _note_number(match) if match else None
+            follows = value is None or number is None or value == number + 1
+            if not notes or (match and (position == 0 or follows)):
+                notes.append([line])
+                number = value
+            else:
+                notes[-1].append(line)
+    return [_para(lines) for lines in notes]
+
+
+def _centre_in(line: Line, box: Box) -> bool:
+    cx, cy = (line.x0 + line.x1) / 2, (line.y0 + line.y1) / 2
+    return box[0] - 1 <= cx <= box[2] + 1 and box[1] - 1 <= cy <= box[3] + 1
+
+
+def _para(lines: list[Line]) -> Para:
+    text = lines[0].text
+    for a, b in pairwise(lines):  # a line that stops short wrapped at a word gap
+        text = _join(text, b.text, word_gap=a.column[1] - a.x1 > 1.5 * a.size, mark=True)
+    return Para(list(lines), _LEADER.sub(" … ", text))
+
+
+def _paragraphs(units: list[Unit], gaps: dict[tuple[float, float], float] | None = None) -> list[Para | Grid]:
+    gaps = gaps or _column_gaps([unit for unit in units if isinstance(unit, Line)])
     items: list[Para | Grid] = []
     current: list[Line] = []
 
     def flush() -> None:
         if current:
-            text = current[0].text
-            for a, b in pairwise(current):  # a line that stops short wrapped at a word gap
-                text = _join(text, b.text, word_gap=a.column[1] - a.x1 > 1.5 * a.size, mark=True)
-            items.append(Para(list(current), _LEADER.sub(" … ", text)))
+            items.append(_para(current))
             current.clear()
 
     for index, unit in enumerate(units):
@@ -438,8 +595,7 @@ def _breaks(a: Line, b: Line, following: Unit | None, gap: float) -> bool:
     if b.y0 - a.y1 > gap + max(1.5, 0.15 * size):
         return True
     left, right = a.column
-    first_word = len(b.text.split(" ", 1)[0]) * (b.x1 - b.x0) / len(b.text)
-    if right - a.x1 > first_word + size:
+    if right - a.x1 > _first_word_width(b) + size:
         return True  # the next line's first word would have fitted: the paragraph ended here
     first_line_indent = b.x0 - a.x0 > 0.8 * size and a.x0 - left < 0.8 * size
     if first_line_indent and isinstance(following, Line) and following.column == b.column:
@@ -472,11 +628,17 @@ def _join_across_pages(pages: list[PageText]) -> None:
 def _runs_on(a: Line, b: Line) -> bool:
     """A sentence that continues from the foot of one text column to the head of the next."""
     left, right = a.column
-    full = right - a.x1 <= 1.5 * a.size and right - left >= 12 * a.size
-    if not full or a.size != b.size or a.bold != b.bold or _starts_item(a.text, b.text):
+    if right - left < 12 * a.size or a.size != b.size or a.bold != b.bold or _starts_item(a.text, b.text):
         return False
     last, first = a.text[-1], b.text[0]
-    return (first.islower() and last not in ".!?:;") or bool(_HANGUL.match(last) and _HANGUL.match(first))
+    room = right - a.x1
+    if first.islower() and last not in ".!?:;":  # ragged right: b's first word did not fit after a
+        return room <= max(1.5 * a.size, _first_word_width(b) + a.size)
+    return room <= 1.5 * a.size and bool(_HANGUL.match(last) and _HANGUL.match(first))
+
+
+def _first_word_width(line: Line) -> float:
+    return len(line.text.split(" ", 1)[0]) * (line.x1 - line.x0) / len(line.text)
 
 
 def _cjk(char: str) -> bool:
@@ -570,7 +732,7 @@ def _fix_korean_spacing(page: PageText, options: ParseOptions) -> None:
     Kiwi costs ~1 s and ~300 MB per process, and splits some correct compounds (탄소중립 ->
     탄소 중립), so it runs only for such pages; Hancom exports get their spaces from the gaps.
     """
-    paragraphs = [item for item in page.items if isinstance(item, Para)]
+    paragraphs = [item for item in [*page.items, *page.notes] if isinstance(item, Para)]
     if not options.hwpx_apply_spacing or not _space_free([p.text for p in paragraphs]):
         return
     for paragraph in paragraphs:
@@ -629,6 +791,8 @@ def _emit(pages: list[PageText], body: float, builder: DocumentBuilder) -> None:
                 builder.list_item(re.sub(rf"^\s*(?:[{_BULLETS}]|-\s)\s*", "", item.text))
             else:
                 builder.paragraph(item.text)
+        for note in page.notes:
+            builder.paragraph(note.text, kind="footnote")
 
 
 def _rounded(size: float) -> float:
