@@ -26,6 +26,7 @@ MINUTES = "kr-national-assembly-env-labor-committee-minutes-2024-05-07.pdf"
 REGISTER = "us-federal-register-2020-17221.pdf"
 NICS = "us-fbi-nics-firearm-background-checks-2015-11.pdf"
 WARN = "us-ca-edd-warn-report-2015-07-to-2016-03.pdf"
+LA_COUNTY = "us-la-county-precinct-election-results-2014-p1.pdf"
 GERMAN = "de-geometrie-und-topologie-lecture-notes.pdf"
 ENCRYPTED = "encrypted-lorem-user-password-test.pdf"
 SCANNED = "scanned-cn-customs-admin-penalty-decision-image-only.pdf"
@@ -114,9 +115,97 @@ def test_nics_table_has_one_row_per_state_under_its_title(corpus: Path) -> None:
     rows = {row[0]: row for row in table.rows}
     assert rows["Alabama"][:4] == ["Alabama", "18,870", "23,022", "22,650"] and rows["Alabama"][-1] == "71,137"
     assert rows["Wyoming"][-1] == "5,017" and rows["Totals"][-1] == "2,236,457"
-    assert table.rows[0][0] == "State / Territory" and table.rows[0][-1] == "Totals"
-    assert "Pre-Pawn" in table.rows[0][7] and len({len(row) for row in table.rows}) == 1
+    # Two header lines: the group labels over their columns, then one label per column.
+    groups, labels = table.rows[0], table.rows[1]
+    assert labels[:7] == ["State / Territory", "Permit", "Handgun", "Long Gun", "*Other", "**Multiple", "Admin"]
+    assert labels[-1] == "Totals" and labels[7:10] == ["Handgun", "Long Gun", "*Other"]
+    assert groups[7:10] == ["Pre-Pawn", "", ""] and (0, 7, 1, 3) in table.spans
+    assert groups[-4:] == ["Return to Seller - Private Sale", "", "", ""]
+    assert len({len(row) for row in table.rows}) == 1
     assert "NOTES: *Refers to frames, receivers and other firearms" in document.text
+
+
+def _rule_columns(page: pymupdf.Page, middle: float) -> list[float]:
+    """x of the vertical rules that cross the height `middle` of the page."""
+    xs: set[float] = set()
+    for path in page.get_drawings():
+        for item in path["items"]:
+            if item[0] == "l" and abs(item[1].x - item[2].x) < 0.5:
+                low, high = sorted((item[1].y, item[2].y))
+                if low <= middle <= high:
+                    xs.add(round(item[1].x))
+            elif item[0] == "re":
+                rect = item[1]
+                if rect.width < 2 and rect.y0 <= middle <= rect.y1:
+                    xs.add(round(rect.x0))
+    merged: list[float] = []
+    for x in sorted(xs):
+        if not merged or x - merged[-1] > 2:
+            merged.append(x)
+    return merged
+
+
+def test_nics_numbers_stay_under_their_columns(corpus: Path) -> None:
+    """Rows are not ruled in the NICS report: each state's numbers must land in the column whose
+    rules they sit between, read here from the page's own words and vertical rules."""
+    [table] = _parse(corpus / NICS).tables
+    rows = {row[0]: row for row in table.rows[2:]}
+    with pymupdf.open(corpus / NICS) as pdf:
+        page = pdf[0]
+        lines: dict[float, list[tuple[float, float, float, float, str]]] = {}
+        for word in page.get_text("words"):
+            lines.setdefault(round((word[1] + word[3]) / 2), []).append(word[:5])
+        checked = 0
+        for middle, words in sorted(lines.items()):
+            name = " ".join(w[4] for w in sorted(words) if w[0] < 110)
+            if name not in rows:
+                continue
+            rules = _rule_columns(page, middle)
+            expected = ["" for _ in table.rows[0]]
+            for word in sorted(w for w in words if w[0] >= 110):
+                column = sum(1 for x in rules if x < (word[0] + word[2]) / 2) - 1
+                expected[column] = f"{expected[column]} {word[4]}".strip()
+            assert rows[name][1:] == expected[1:], name
+            checked += 1
+    assert checked == len(rows) == 56  # 50 states, 5 territories and districts, the totals
+
+
+def test_every_corpus_pdf_table_says_each_cell_once(corpus: Path) -> None:
+    """Item 2's check: a table's Markdown is no longer than its distinct cells' text plus the
+    separators of its shape (a merged cell repeated into every slot would exceed it)."""
+    tables = 0
+    for path in sorted(corpus.glob("*.pdf")):
+        outcome = parse_file(path, OPTIONS)
+        for table in outcome.document.tables if outcome.document else []:
+            height, width = len(table.rows), len(table.rows[0])
+            cells = sum(len(cell.replace("|", "\\|")) for row in table.rows for cell in row)
+            separators = height * (3 * width + 1) + (4 * width + 1) + height
+            assert len(table.markdown) <= cells + separators, (path.name, table.page)
+            tables += 1
+    assert tables >= 40
+    # merged header cells of a Korean table: "민간현황" spans eight columns, "구분" two rows
+    [table] = [t for t in _parse(corpus / REVIEW).tables if t.page == 13]
+    assert table.markdown.count("민간현황") == 1 and table.markdown.count("구분") == 1
+    assert (0, 4, 1, 8) in table.spans and (0, 0, 2, 1) in table.spans
+
+
+def test_la_county_banner_is_one_cell(corpus: Path) -> None:
+    [table] = _parse(corpus / LA_COUNTY).tables
+    assert table.markdown.count("327 BALLOTS CAST") == 1 and table.markdown.count("REGISTERED VOTERS") == 1
+    [banner] = [row for row in table.rows if "327 BALLOTS CAST" in row[0]]
+    assert banner[1:] == ["", "", ""] and (table.rows.index(banner), 0, 1, 4) in table.spans
+
+
+def test_federal_register_cost_table_has_one_row_per_action(corpus: Path) -> None:
+    """Its rows are ruled only above and below the body: the three actions are three rows, the
+    wrapped "INOP marker removal." stays with its action."""
+    first, second = _parse(corpus / REGISTER).tables
+    assert [row[0] for row in first.rows[1:]] == [
+        "FCC OPS installation and verification ..", "AFM revisions …",
+        "MDS installation and verification, INOP marker removal.",
+    ]
+    assert all(row[-1] == "$6,205." for row in first.rows[1:])
+    assert [row[-1] for row in second.rows[1:]] == ["Up to $766,865.", "$248,200."]
 
 
 @pytest.mark.parametrize("name", [NICS, WARN, BILL, REVIEW, MINUTES, REGISTER])

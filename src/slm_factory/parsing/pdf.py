@@ -34,8 +34,10 @@ from slm_factory.parsing.pdf_layout import (
     fill_grids,
     find_cell_tables,
     looks_like_table,
+    placed_grid,
     reading_order,
 )
+from slm_factory.parsing.pdf_tables import find_aligned_tables
 from slm_factory.parsing.registry import NeedsOCR
 
 _BAND = 0.10  # share of the page height, top and bottom, where running headers and footers sit
@@ -250,13 +252,18 @@ def _extract_page(page: Any, number: int, options: ParseOptions, expect_gaps: bo
     if options.pdf_extract_tables and page.rotation == 0 and lines:
         # Exact paths: vectors collected in the text pass (TEXT_COLLECT_VECTORS) would save ~0.2 s
         # on a 117-page book, but their boxes for stroked paths are inflated by the miter limit.
-        cell_tables = find_cell_tables(page.get_cdrawings(), [_box(line) for line in lines])
+        drawings = page.get_cdrawings()
+        cell_tables = find_cell_tables(drawings, [_box(line) for line in lines])
         if cell_tables:
             raw_blocks = raw_blocks or textpage.extractRAWDICT()["blocks"]
             grids = [_grid(table) for table in fill_grids(cell_tables, raw_blocks)]
             grids = [grid for grid in grids if looks_like_table(grid.rows)]
             result.grids = grids
             result.lines = [line for line in lines if not any(_inside(line, grid) for grid in grids)]
+        aligned = find_aligned_tables(result.lines, textpage.extractWORDS, drawings)
+        if aligned:  # tables without rules, among the lines left
+            result.grids = result.grids + aligned
+            result.lines = [line for line in result.lines if not any(_inside(line, grid) for grid in aligned)]
     return result
 
 
@@ -382,11 +389,10 @@ def _space_free(texts: list[str]) -> bool:
 
 
 def _grid(table: TableGrid) -> Grid:
-    """A table's rows; a title row across the table becomes its caption, a notes row its notes."""
-    rows = table.rows(_char_text, lambda texts: _LEADER.sub(" … ", _join_lines(texts)))
-    caption = rows.pop(0)[0] if len(rows) > 2 and table.full_width(table.row_slots[0]) else ""
-    notes = rows.pop()[-1] if len(rows) > 2 and table.full_width(table.row_slots[-1]) else ""
-    return Grid(*table.box, rows, caption=caption, notes=notes)
+    """A table's cells with their spans; a title row across the table becomes its caption, a notes
+    row its notes."""
+    cells = table.text_cells(_char_text, lambda texts: _LEADER.sub(" … ", _join_lines(texts)))
+    return placed_grid(table.box, cells, table.width)
 
 
 def _box(item: Line | Grid) -> Box:
@@ -781,7 +787,7 @@ def _emit(pages: list[PageText], body: float, builder: DocumentBuilder) -> None:
             if isinstance(item, Grid):
                 before = page.items[index - 1] if index else None
                 caption = before.text if isinstance(before, Para) and _is_caption(before) else ""
-                builder.table(item.rows, caption or item.caption)
+                builder.table(item.text_grid, caption or item.caption)
                 builder.paragraph(item.notes)
             elif isinstance(following, Grid) and _is_caption(item):
                 continue  # emitted with its table

@@ -8,7 +8,9 @@ rectangles and quads (and, as in `find_tables`, the outline of each cluster of d
 text); edges at nearly one position are snapped together and collinear pieces joined; a cell is
 the smallest ruled rectangle to the right of and below an intersection; cells sharing a corner
 form one table. Doing this on `page.get_cdrawings()` costs milliseconds per page, where
-`find_tables` spends ~0.1 s per page on per-character Python work before it starts.
+`find_tables` spends ~0.1 s per page on per-character Python work before it starts. A cell that
+covers several columns or rows stays one cell with its span (`tables.build_grid` writes its text
+once); a wide header box whose labels sit over the columns below it is split into those labels.
 Pure geometry: no PyMuPDF import here.
 """
 
@@ -20,10 +22,13 @@ import statistics
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import pairwise
 from operator import attrgetter
 from typing import Any
+
+from slm_factory.parsing.tables import Cell, build_grid
+from slm_factory.parsing.tables import Grid as TextGrid
 
 Box = tuple[float, float, float, float]
 Edge = tuple[float, float, float]  # (position, start, end): y, x0, x1 across; x, y0, y1 down
@@ -66,6 +71,11 @@ class Grid:
     column: tuple[float, float] = (0.0, 0.0)
     caption: str = ""
     notes: str = ""  # a last row that is one cell across the table (notes, sources): text after it
+    spans: list[tuple[int, int, int, int]] = field(default_factory=list)  # merged cells, as `TextGrid.spans`
+
+    @property
+    def text_grid(self) -> TextGrid:
+        return TextGrid(self.rows, self.spans)
 
 
 Unit = Line | Grid
@@ -93,7 +103,7 @@ def find_cell_tables(drawings: list[dict[str, Any]], text_boxes: list[Box]) -> l
     if not across or not down:
         return []  # one rule direction missing: a frame alone cannot make a 2 x 2 grid
     if len(drawings) <= _MAX_PATHS_FOR_FRAMES:
-        for frame in _clusters([tuple(path["rect"]) for path in drawings]):
+        for frame in clusters([tuple(path["rect"]) for path in drawings]):
             if any(_overlaps(frame, box) for box in text_boxes):
                 _add_rect(across, down, *frame)
     across, down = _merge(across), _merge(down)
@@ -117,21 +127,21 @@ class TableGrid:
         self.xs = sorted({cell[0] for cell in cells})
         self.ys = sorted({cell[1] for cell in cells})
         self.slots: dict[tuple[int, int], int] = {}
-        self.tall: set[int] = set()  # cells merged across rows
-        for k, (x0, y0, x1, y1) in enumerate(cells):
-            rows = range(bisect_left(self.ys, y0), bisect_left(self.ys, y1))
-            if len(rows) > 1:
-                self.tall.add(k)
-            for row in rows:
-                for col in range(bisect_left(self.xs, x0), bisect_left(self.xs, x1)):
-                    self.slots[(row, col)] = k
+        self.extent: list[tuple[int, int, int, int]] = []  # per cell: first row, end row, first col, end col
+        for x0, y0, x1, y1 in cells:
+            rows = (bisect_left(self.ys, y0), max(bisect_left(self.ys, y1), bisect_left(self.ys, y0) + 1))
+            cols = (bisect_left(self.xs, x0), max(bisect_left(self.xs, x1), bisect_left(self.xs, x0) + 1))
+            self.extent.append((*rows, *cols))
+            for row in range(*rows):
+                for col in range(*cols):
+                    self.slots[(row, col)] = len(self.extent) - 1
+        self.tall = {k for k, (r0, r1, _, _) in enumerate(self.extent) if r1 - r0 > 1}  # merged across rows
         self.chars: dict[int, dict[int, list[Char]]] = defaultdict(lambda: defaultdict(list))
         self.line_y: dict[int, tuple[float, float]] = {}  # text line id -> (middle y, font size)
-        self.row_slots: list[int] = []
 
-    def full_width(self, row: int) -> bool:
-        """Whether a slot row is one cell across the whole table (a title or a notes row)."""
-        return len(self.xs) > 1 and len({self.slots.get((row, col)) for col in range(len(self.xs))}) == 1
+    @property
+    def width(self) -> int:
+        return len(self.xs)
 
     def contains(self, x: float, y: float) -> bool:
         return self.box[0] <= x < self.box[2] and self.box[1] <= y < self.box[3]
@@ -143,34 +153,58 @@ class TableGrid:
             self.chars[k][line_id].append(char)
             self.line_y.setdefault(line_id, (cy, char[3]))
 
-    def rows(self, line_text: LineText, join: Join) -> list[list[str]]:
-        """Cell texts by slot, rows without text left out; a merged cell repeats in every slot it covers.
+    def text_cells(self, line_text: LineText, join: Join) -> list[Cell]:
+        """The table's cells with their text and spans, on a grid of text rows.
 
-        A ruled row whose cells all hold three or more short text lines side by side (a table ruled
-        only every few records) becomes one row per text line.
+        A ruled row whose cells hold several short text lines side by side (a table ruled only
+        every few records) gives one text row per record. A cell spanning several columns whose
+        lines split into pieces over those columns (a header box holding the labels of the
+        columns below it) gives one cell per piece. Every other cell keeps its text once, with
+        its span, so a banner across the table is one cell, not one copy per column.
         """
-        whole = {k: self._text(k, -math.inf, math.inf, line_text, join) for k in self.chars}
-        out = []
-        self.row_slots = []  # the slot row each output row comes from
+        out: list[Cell] = []
+        offsets = [0]
+        pieces: dict[int, list[tuple[int, int, int, str]]] = {}  # cell -> (band, col, col span, text)
+        row_bands: list[list[tuple[float, float]]] = []
+        header_rows: set[int] = set()  # rows whose bands are header lines, not records
         for r in range(len(self.ys)):
             keys = [self.slots.get((r, c), -1) for c in range(len(self.xs))]
-            bands = self._bands(keys)
+            bands = self._bands(keys, first_row=r == 0)
             if not bands:
-                out.append([whole.get(k, "") for k in keys])
-            for low, high in bands:
-                texts = [whole.get(k, "") if k in self.tall else self._text(k, low, high, line_text, join) for k in keys]
-                out.append(texts)
-            self.row_slots += [r] * (len(out) - len(self.row_slots))
-        kept = [index for index, row in enumerate(out) if any(row)]
-        self.row_slots = [self.row_slots[index] for index in kept]
-        return [out[index] for index in kept]
+                bands = self._split_headers(r, keys, line_text, pieces)
+                if bands:
+                    header_rows.add(r)
+            row_bands.append(bands)
+            offsets.append(offsets[-1] + max(len(bands), 1))
+        for k, (r0, r1, c0, c1) in enumerate(self.extent):
+            if k not in self.chars:
+                continue
+            bands = row_bands[r0]
+            if k in pieces:
+                out += [Cell(text, offsets[r0] + band, col, 1, span) for band, col, span, text in pieces[k]]
+            elif k in self.tall or len(bands) < 2 or r0 in header_rows:
+                whole = self._text(k, -math.inf, math.inf, line_text, join)
+                # a label beside split header boxes goes to the header line it sits on
+                top = self._band_of_all(k, bands) if r0 in header_rows and k not in self.tall else 0
+                out.append(Cell(whole, offsets[r0] + top, c0, offsets[r1] - offsets[r0] - top, c1 - c0))
+            else:
+                for band, (low, high) in enumerate(bands):
+                    out.append(Cell(self._text(k, low, high, line_text, join), offsets[r0] + band, c0, 1, c1 - c0))
+        return [cell for cell in out if cell.text]
 
     def _text(self, k: int, low: float, high: float, line_text: LineText, join: Join) -> str:
         """A cell's text lines between two heights, in the page's own text order (a label first)."""
         lines = self.chars.get(k, {}).items()
         return join([line_text(chars) for i, chars in lines if low <= self.line_y[i][0] <= high])
 
-    def _bands(self, keys: list[int]) -> list[tuple[float, float]]:
+    def _bands(self, keys: list[int], first_row: bool) -> list[tuple[float, float]]:
+        """Heights of the records in one ruled row, or [] when the row is one record.
+
+        A band of text lines is a record when most of the row's cells have a line in it; a band
+        that only a few cells reach is a wrapped line and belongs to the record above. Two lines
+        per cell are as often one wrapped heading as two records: two records need every cell
+        filled in both and a row below the first; otherwise three are needed.
+        """
         cells = {k for k in keys if k in self.chars and k not in self.tall}
         if len(cells) < 2:
             return []
@@ -181,24 +215,159 @@ class TableGrid:
                 bands.append([y, y])
             else:
                 bands[-1][1] = y
-        if len(bands) < 3:  # two lines per cell are as often one wrapped heading as two records
+        reach = [sum(1 for k in cells if self._lines_between(k, low, high)) for low, high in bands]
+        records: list[list[float]] = []
+        for (low, high), count in zip(bands, reach):
+            if count >= max(2, 0.5 * len(cells)) or not records:
+                records.append([low, high])
+            else:
+                records[-1][1] = high  # a wrapped line: part of the record above
+        full = sum(1 for k in cells if all(self._lines_between(k, low, high) for low, high in records))
+        needed = 3 if first_row or full < len(cells) else 2
+        if len(records) < needed or full < max(2, 0.5 * len(cells)):
             return []
-        full = sum(1 for k in cells if len({self._band_of(i, bands) for i in self.chars[k]}) == len(bands))
-        if full < max(2, 0.5 * len(cells)) or any(self._wraps(k, bands[-1][0]) for k in cells):
+        if any(self._wraps(k, records) for k in cells):
             return []
-        return [(low, high) for low, high in bands]
+        return [(low, high) for low, high in records]
 
-    def _wraps(self, k: int, last_band: float) -> bool:
-        """Whether a cell holds wrapped text: a line above the last one fills the cell's width."""
+    def _band_of_all(self, k: int, bands: list[tuple[float, float]]) -> int:
+        """The band nearest to all of a cell's lines, else 0."""
+        found: set[int] = set()
+        for i in self.chars[k]:
+            y = self.line_y[i][0]
+            found.add(min(range(len(bands)), key=lambda b: max(bands[b][0] - y, y - bands[b][1])))
+        return found.pop() if len(found) == 1 else 0
+
+    def _lines_between(self, k: int, low: float, high: float) -> bool:
+        return any(low <= self.line_y[i][0] <= high for i in self.chars[k])
+
+    def _wraps(self, k: int, records: list[list[float]]) -> bool:
+        """Whether a cell's text wraps from one record band into the next: a line that fills the
+        cell's width (and does not end in leader dots) followed by the cell's next line."""
         width = self.cells[k][2] - self.cells[k][0]
-        for line_id, chars in self.chars[k].items():
-            if self.line_y[line_id][0] < last_band and chars[-1][2] - chars[0][1] >= 0.8 * width:
+        starts = [low for low, _ in records[1:]]
+        lines = sorted((self.line_y[i][0], chars) for i, chars in self.chars[k].items())
+        for (_, chars), (next_y, _) in pairwise(lines):
+            visible = [char for char in chars if not char[0].isspace()] or chars
+            full = visible[-1][2] - visible[0][1] >= 0.8 * width and visible[-1][0] not in ".…·"
+            if full and any(abs(next_y - start) < 0.5 for start in starts):
                 return True
         return False
 
-    def _band_of(self, line_id: int, bands: list[list[float]]) -> int:
-        y = self.line_y[line_id][0]
-        return next(index for index, (low, high) in enumerate(bands) if low <= y <= high)
+    def _split_headers(
+        self, r: int, keys: list[int], line_text: LineText, pieces: dict[int, list[tuple[int, int, int, str]]]
+    ) -> list[tuple[float, float]]:
+        """Split the row's wide header boxes into the labels over each column; the row's text
+        line heights become its bands. [] when no box splits."""
+        found: dict[int, list[tuple[float, int, int, str]]] = {}
+        for k in dict.fromkeys(keys):
+            r0, _, c0, c1 = self.extent[k] if k >= 0 else (-1, 0, 0, 0)
+            if k in self.chars and k not in self.tall and r0 == r and c1 - c0 > 1:
+                split = self._split_box(k, line_text)
+                if split:
+                    found[k] = split
+        if not found:
+            return []
+        ys = sorted({y for split in found.values() for y, *_ in split})
+        bands: list[list[float]] = [[ys[0], ys[0]]]
+        size = min(self.line_y[i][1] for k in found for i in self.chars[k])
+        for y in ys[1:]:
+            if y - bands[-1][1] > 0.5 * size:
+                bands.append([y, y])
+            else:
+                bands[-1][1] = y
+        for k, split in found.items():
+            pieces[k] = [
+                (next(b for b, (low, high) in enumerate(bands) if low <= y <= high), col, span, text)
+                for y, col, span, text in split
+            ]
+        return [(low, high) for low, high in bands]
+
+    def _visual_lines(self, k: int) -> list[tuple[float, list[Char]]]:
+        """A cell's text lines side by side on one baseline joined, left to right, top to bottom."""
+        lines = sorted((self.line_y[i], chars) for i, chars in self.chars[k].items())
+        joined: list[tuple[float, list[Char]]] = []
+        for (y, size), chars in lines:
+            if joined and y - joined[-1][0] <= 0.3 * size:
+                joined[-1][1].extend(chars)
+            else:
+                joined.append((y, list(chars)))
+        return [(y, sorted(chars, key=lambda char: char[1])) for y, chars in joined]
+
+    def _split_box(self, k: int, line_text: LineText) -> list[tuple[float, int, int, str]]:
+        """A wide box's lines as pieces over the columns it covers, or [] when its text does not
+        follow those columns (a banner: some column under it gets no piece)."""
+        _, _, c0, c1 = self.extent[k]
+        edges = [*self.xs[c0:c1], self.cells[k][2]]
+        split: list[tuple[float, int, int, str]] = []
+        covered: set[int] = set()
+        several = False
+        for y, chars in self._visual_lines(k):
+            parts = [(cols, piece) for piece in column_pieces(chars) if (cols := _columns(piece, edges))]
+            taken = [col for cols, _ in parts for col in range(cols[0], cols[1])]
+            if len(taken) != len(set(taken)):
+                return []  # two pieces over one column: not a row of column labels
+            if len(parts) == 1:  # a group label over the box's columns
+                split.append((y, c0, c1 - c0, line_text(parts[0][1]).strip()))
+                continue
+            several = several or len(parts) > 1
+            covered.update(taken)
+            split += [(y, c0 + a, b - a, line_text(piece).strip()) for (a, b), piece in parts]
+        if not several or len(covered) < c1 - c0:
+            return []
+        return split
+
+
+def placed_grid(box: Box, cells: list[Cell], width: int) -> Grid:
+    """A table's cells on the page as a text grid; a first row that is one cell across the table
+    (a title) becomes its caption, such a last row (notes, sources) its notes."""
+    rows = sorted({cell.row for cell in cells})
+    caption = notes = ""
+    if len(rows) > 2 and (title := _across(cells, rows[0], width)):
+        caption, cells, rows = title.text, [c for c in cells if c is not title], rows[1:]
+    if len(rows) > 2 and (last := _across(cells, rows[-1], width)):
+        notes, cells = last.text, [c for c in cells if c is not last]
+    grid = build_grid(cells, width)
+    return Grid(*box, grid.rows, caption=caption, notes=notes, spans=grid.spans)
+
+
+def _across(cells: list[Cell], row: int, width: int) -> Cell | None:
+    """The one cell of a row when it spans the table's whole width."""
+    in_row = [cell for cell in cells if cell.row <= row < cell.row + cell.row_span]
+    if len(in_row) == 1 and in_row[0].col == 0 and in_row[0].col_span == width and in_row[0].row_span == 1:
+        return in_row[0]
+    return None
+
+
+def column_pieces(chars: list[Char]) -> list[list[Char]]:
+    """A text line's glyphs cut where the gap between two visible glyphs is wider than a word
+    space (0.6 em; word spaces are 0.25-0.35 em): the pieces that sit in different columns."""
+    pieces: list[list[Char]] = []
+    current: list[Char] = []
+    right = -math.inf
+    for char in chars:
+        if char[0].isspace():
+            if current:
+                current.append(char)
+            continue
+        if current and char[1] - right >= 0.6 * char[3]:
+            pieces.append(current)
+            current = []
+        current.append(char)
+        right = char[2]
+    if current:
+        pieces.append(current)
+    for piece in pieces:  # spaces only ever sit inside a piece
+        while piece[-1][0].isspace():
+            piece.pop()
+    return pieces
+
+
+def _columns(piece: list[Char], edges: list[float]) -> tuple[int, int] | None:
+    """The range of columns (between consecutive `edges`) that a piece of text overlaps."""
+    x0, x1 = piece[0][1], piece[-1][2]
+    inside = [c for c, (left, right) in enumerate(pairwise(edges)) if min(x1, right) - max(x0, left) > 1.0]
+    return (inside[0], inside[-1] + 1) if inside else None
 
 
 def fill_grids(tables: list[list[Box]], blocks: list[dict[str, Any]]) -> list[TableGrid]:
@@ -258,7 +427,7 @@ def _add_rect(across: list[Edge], down: list[Edge], x0: float, y0: float, x1: fl
         down.extend(((x0, y0, y1), (x1, y0, y1)))
 
 
-def _clusters(rects: list[Box]) -> list[Box]:
+def clusters(rects: list[Box]) -> list[Box]:
     """Bounding boxes of groups of touching drawings (find_tables treats them as frames)."""
     merged: list[Box] = []
     for rect in sorted(rects, key=lambda r: (r[1], r[0])):
