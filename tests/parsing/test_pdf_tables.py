@@ -76,9 +76,22 @@ def test_korean_text_aligned_table(tmp_path: Path) -> None:
     assert "지방자치단체별 지원금 집행 현황은 다음과 같다." in document.text
 
 
+def test_table_with_horizontal_rules_only(tmp_path: Path) -> None:
+    """LaTeX booktabs: rules above and below the header and at the bottom, no rules between the
+    columns, so no ruled cells: its columns are found from the words."""
+    document = _built(tmp_path, "booktabs_rules_only.pdf")
+    [table] = document.tables
+    assert table.rows == [["Model", "Accuracy", "F1", "Time (ms)"], *[list(row) for row in MAKE.RESULTS]]
+    assert table.caption.startswith("Table 1: Accuracy, F1 score")
+
+
 # -- no false tables -----------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "name", ["two_column_prose.pdf", "contents_leaders.pdf", "figure_axis_labels.pdf", "glossary_and_numbers.pdf"]
+    "name",
+    [
+        "two_column_prose.pdf", "contents_leaders.pdf", "figure_axis_labels.pdf", "glossary_and_numbers.pdf",
+        "index_three_columns.pdf",
+    ],
 )
 def test_text_in_columns_that_is_not_a_table(tmp_path: Path, name: str) -> None:
     path = tmp_path / name

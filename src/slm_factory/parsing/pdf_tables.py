@@ -167,7 +167,7 @@ def _box(grid: Grid) -> Box:
 
 
 def aligned_tables(words: list[Word], size: float) -> list[Grid]:
-    """The tables these words make: none, one, or two side by side (a layout of two lists)."""
+    """The tables these words make: none, one, or one per list of lists set side by side."""
     rows = [_pieces(row, size) for row in _word_rows(words)]
     body = [row for row in rows if len(row) >= 2]
     if len(body) < MIN_ROWS:
@@ -182,10 +182,11 @@ def aligned_tables(words: list[Word], size: float) -> list[Grid]:
         return []
     edges = [min(p.x0 for row in rows for p in row), *gutters, max(p.x1 for row in rows for p in row)]
     cells = _cells(rows, edges)
-    middle = _side_by_side(cells, edges, [width for _, width in found])
-    if middle is not None:
-        halves = ([w for w in words if (w[0] + w[2]) / 2 < middle], [w for w in words if (w[0] + w[2]) / 2 >= middle])
-        return [grid for half in halves for grid in aligned_tables(half, size)]
+    splits = _side_by_side(cells, edges, [width for _, width in found])
+    if splits:
+        bounds = [-math.inf, *splits, math.inf]
+        parts = [[w for w in words if low <= (w[0] + w[2]) / 2 < high] for low, high in pairwise(bounds)]
+        return [grid for part in parts for grid in aligned_tables(part, size)]
     if not _reads_as_table(rows, cells, edges):
         return []
     box = _bbox([(p.x0, p.y0, p.x1, p.y1) for row in rows for p in row])
@@ -289,25 +290,30 @@ def _span(piece: Piece, edges: list[float]) -> tuple[int, int]:
 
 
 # -- what is not a table -----------------------------------------------------------------------
-def _side_by_side(cells: list[Cell], edges: list[float], blank: list[float]) -> float | None:
-    """Where two lists set side by side meet: the middle gutter, when it is clearly the widest and
-    the columns on its left and on its right are as many and of the same kinds (text or numbers),
-    each starting with text: a glossary in two page columns is not one table of four columns."""
+def _side_by_side(cells: list[Cell], edges: list[float], blank: list[float]) -> list[float]:
+    """Where lists set side by side meet: two or three groups of columns of the same kinds (text or
+    numbers), each starting with text, kept apart by gutters clearly wider than any inside a
+    group. A glossary or an index in page columns is not one table of four or six columns."""
     width = len(edges) - 1
-    if width < 4 or width % 2:
-        return None
-    half = width // 2
-    others = blank[: half - 1] + blank[half:]
-    if blank[half - 1] < 1.5 * max(others):
-        return None  # the lists' gutter is wider than any gutter inside them
     kinds = [_numeric_column([c.text for c in cells if c.col == column and c.col_span == 1]) for column in range(width)]
-    if kinds[:half] != kinds[half:] or kinds[0]:
-        return None
-    return edges[half]
+    for groups in (2, 3):
+        size = width // groups
+        if size < 2 or width % groups or kinds[0]:
+            continue
+        if any(kinds[g * size : (g + 1) * size] != kinds[:size] for g in range(1, groups)):
+            continue
+        between = [g * size - 1 for g in range(1, groups)]  # gutter index after each group
+        inside = [blank[i] for i in range(width - 1) if i not in between]
+        # three repeats of one pattern say "lists" by themselves; two need a clearly wider gutter
+        if min(blank[i] for i in between) >= (1.5 if groups == 2 else 1.0) * max(inside):
+            return [edges[i + 1] for i in between]
+    return []
 
 
 def _numeric_column(texts: list[str]) -> bool:
-    return sum(1 for text in texts if _NUMBER.match(text)) >= 0.5 * max(len(texts), 1)
+    """Mostly numbers, or lists of numbers ("12, 25, 38": the pages of an index entry)."""
+    numeric = sum(1 for text in texts if all(_NUMBER.match(token) for token in text.replace(",", " ").split()))
+    return numeric >= 0.5 * max(len(texts), 1)
 
 
 def _reads_as_table(rows: list[list[Piece]], cells: list[Cell], edges: list[float]) -> bool:

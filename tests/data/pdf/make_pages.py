@@ -239,6 +239,59 @@ def glossary(path: Path) -> None:
     doc.save(path)
 
 
+RESULTS = [
+    ("Model A", "0.912", "0.874", "12.4"),
+    ("Model B", "0.897", "0.881", "8.1"),
+    ("Model C (ours)", "0.934", "0.902", "9.7"),
+    ("Baseline", "0.802", "0.776", "3.2"),
+]
+
+
+def booktabs(path: Path) -> None:
+    """A LaTeX-style table: rules above, below the header and at the bottom, none between columns
+    (so no ruled cells), with a caption above it."""
+    doc = pymupdf.open()
+    page = doc.new_page()
+    y = _prose(page, "Table 1: Accuracy, F1 score and inference time of each model on the test set.", 72, 90, 450)
+    y += 6
+    shape = page.new_shape()
+    shape.draw_line((72, y), (480, y))
+    y += 14
+    header = (("Model", 80, False), ("Accuracy", 300, True), ("F1", 380, True), ("Time (ms)", 470, True))
+    for text, x, right in header:
+        _right(page, text, x, y) if right else page.insert_text((x, y), text, fontsize=10)
+    y += 6
+    shape.draw_line((72, y), (480, y))
+    y += 14
+    for row in RESULTS:
+        page.insert_text((80, y), row[0], fontsize=10)
+        for value, right in zip(row[1:], (300, 380, 470)):
+            _right(page, value, right, y)
+        y += 14
+    shape.draw_line((72, y - 8), (480, y - 8))
+    shape.finish(width=0.8)
+    shape.commit()
+    doc.save(path)
+
+
+def index(path: Path) -> None:
+    """A back-of-book index in three columns: terms and page numbers, not a table."""
+    doc = pymupdf.open()
+    page = doc.new_page()
+    page.insert_text((72, 72), "Index", fontsize=16)
+    terms = ["Abbildung", "Basis", "Blätterung", "Decktransformation", "Diffeomorphismus", "Einbettung",
+             "Faser", "Fundamentalgruppe", "Garbe", "Homotopie", "Homöomorphismus", "Isometrie", "Karte",
+             "Kompaktheit", "Mannigfaltigkeit", "Metrik", "Orientierung", "Produkttopologie", "Quotient",
+             "Retraktion", "Simplex", "Teilraum", "Topologie", "Überlagerung", "Zusammenhang"]
+    for index_, term in enumerate(terms * 2):
+        column, row = divmod(index_, 17)
+        x, y = 72 + column * 160, 110 + row * 14
+        pages = ", ".join(str(3 + (index_ * 7 + k * 13) % 110) for k in range(1 + index_ % 3))
+        page.insert_text((x, y), term, fontsize=9)
+        page.insert_text((x + 95, y), pages, fontsize=9)
+    doc.save(path)
+
+
 PAGES = {
     "unruled_payees.pdf": payees,
     "unruled_statistics.pdf": statistics,
@@ -247,6 +300,8 @@ PAGES = {
     "figure_axis_labels.pdf": figure,
     "unruled_korean.pdf": korean,
     "glossary_and_numbers.pdf": glossary,
+    "booktabs_rules_only.pdf": booktabs,
+    "index_three_columns.pdf": index,
 }
 
 
