@@ -216,3 +216,56 @@ def test_a_wrapped_cell_stays_in_its_record(tmp_path: Path) -> None:
     pdf.save(tmp_path / "wrapped.pdf")
     [table] = _parse(tmp_path / "wrapped.pdf").tables
     assert table.rows == [["Date", "Description", "Amount"]] + [[d, " ".join(text), a] for d, text, a in records]
+
+
+# -- ruled tables with merged cells (item 2, without the corpus) ----------------------------------
+def _centred(page: pymupdf.Page, text: str, left: float, right: float, y: float, size: float = 8) -> None:
+    page.insert_text(((left + right) / 2 - pymupdf.get_text_length(text, fontsize=size) / 2, y), text, fontsize=size)
+
+
+def _ruled_with_merges(path: Path) -> list[list[str]]:
+    """A ruled table like the NICS report's: header boxes spanning several columns hold a group
+    label over the labels of the columns below; a banner box across the table holds a line
+    whose pieces do not follow the columns; data rows ruled cell by cell. Returns the data rows."""
+    xs = [72, 160, 220, 280, 340, 400, 470]
+    data = [["Alabama", "18,870", "23,022", "859", "14", "0"], ["Alaska", "209", "3,062", "191", "9", "3"],
+            ["Arizona", "2,303", "12,382", "707", "5", "1"]]
+    pdf = pymupdf.open()
+    page = pdf.new_page()
+    shape = page.new_shape()
+    top, header, banner = 100.0, 126.0, 142.0
+    bottoms = [banner + 16 * (index + 1) for index in range(len(data))]
+    for y in [top, header, banner, *bottoms]:
+        shape.draw_line((xs[0], y), (xs[-1], y))
+    for x in xs:  # column rules: through the header only where a header box ends, then all the way
+        shape.draw_line((x, top if x in (72, 160, 340, 470) else header), (x, header))
+        shape.draw_line((x, banner), (x, bottoms[-1]))
+    shape.draw_line((xs[0], header), (xs[0], banner))
+    shape.draw_line((xs[-1], header), (xs[-1], banner))
+    shape.finish(width=0.6)
+    shape.commit()
+    _centred(page, "State", 72, 160, 121)
+    _centred(page, "Pre-Pawn", 160, 340, 110)
+    _centred(page, "Returned", 340, 470, 110)
+    for label, left, right in (("Handgun", 160, 220), ("Long Gun", 220, 280), ("Other", 280, 340),
+                               ("Handgun", 340, 400), ("Long Gun", 400, 470)):
+        _centred(page, label, left, right, 121)
+    page.insert_text((80, 137), "Northern region", fontsize=8)
+    page.insert_text((290, 137), "327 ballots cast", fontsize=8)
+    for row, bottom in zip(data, bottoms):
+        page.insert_text((76, bottom - 4), row[0], fontsize=8)
+        for value, right in zip(row[1:], xs[2:]):
+            page.insert_text((right - 4 - pymupdf.get_text_length(value, fontsize=8), bottom - 4), value, fontsize=8)
+    pdf.save(path)
+    return data
+
+
+def test_ruled_header_boxes_split_over_their_columns_and_a_banner_stays_one_cell(tmp_path: Path) -> None:
+    data = _ruled_with_merges(tmp_path / "ruled.pdf")
+    [table] = _parse(tmp_path / "ruled.pdf").tables
+    assert table.rows[0] == ["", "Pre-Pawn", "", "", "Returned", ""]
+    assert table.rows[1] == ["State", "Handgun", "Long Gun", "Other", "Handgun", "Long Gun"]
+    assert table.rows[2] == ["Northern region 327 ballots cast", "", "", "", "", ""]
+    assert table.rows[3:] == data
+    assert {(0, 1, 1, 3), (0, 4, 1, 2), (2, 0, 1, 6)} <= set(table.spans)
+    assert table.markdown.count("ballots cast") == 1 and table.markdown.count("Pre-Pawn") == 1
