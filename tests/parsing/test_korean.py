@@ -31,3 +31,11 @@ def test_a_document_is_settled_everywhere_alike() -> None:
     assert document.title == document.sections[0].title == "남은 기간"
     assert document.blocks[1].text == "탄소중립기본계획을 세우고 의견을 최대한 듣는다"
     assert document.text == "남은 기간\n\n탄소중립기본계획을 세우고 의견을 최대한 듣는다"
+
+
+def test_one_kiwi_per_process() -> None:
+    # Parsing asks for one thread per core and chunking for one: both get the same ~250 MB Kiwi.
+    wide = korean.kiwi(2)
+    assert korean.kiwi() is wide
+    assert korean.kiwi(1) is wide
+    assert korean.kiwi(2) is wide

@@ -13,7 +13,6 @@ Kiwi serves every worker instead of one per worker.
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Iterable
 from itertools import pairwise
@@ -32,13 +31,22 @@ def is_hangul(char: str) -> bool:
     return "\uac00" <= char <= "\ud7a3"
 
 
-@functools.cache
-def kiwi(threads: int = 1) -> Any:
-    """One analysis thread by default (a batch needs at least one): parse workers are a process
-    per core already; the parse stage's main process asks for one thread per core."""
-    from kiwipiepy import Kiwi
+_kiwi: Any = None
+_kiwi_threads = 0
 
-    return Kiwi(num_workers=max(threads, 1), load_typo_dict=False, load_multi_dict=False)
+
+def kiwi(threads: int = 1) -> Any:
+    """The process's one Kiwi (~250 MB; a second would double that). One analysis thread by
+    default: parse workers are a process per core already. A caller asking for more threads (the
+    parse stage's main process, one per core) replaces it with a wider one; never a narrower one."""
+    global _kiwi, _kiwi_threads
+    threads = max(threads, 1)
+    if _kiwi is None or threads > _kiwi_threads:
+        from kiwipiepy import Kiwi
+
+        _kiwi = Kiwi(num_workers=threads, load_typo_dict=False, load_multi_dict=False)
+        _kiwi_threads = threads
+    return _kiwi
 
 
 def windows(text: str) -> list[Window]:
