@@ -30,8 +30,8 @@ Word = tuple[float, float, float, float, str]  # x0, y0, x1, y1, text
 MIN_ROWS = 3  # rows with text in two or more columns
 MIN_COLUMNS = 3  # two columns of text are as often a glossary or a layout as a table
 COLUMN_GAP = 1.0  # em: wider than any word space of justified text
-_NUMBER = re.compile(r"^[-+−(]?[$€£¥₩]?\d[\d,.]*%?\)?$")
-_NUMBERS = re.compile(r"(?<!\S)[-+−(]?[$€£¥₩]?\d[\d,.]*%?\)?(?!\S)")  # `_NUMBER`s in a line of text
+_NUMBER = re.compile(r"^[-+−(]?[$€£¥₩]?\d[\d,./-]*%?\)?$")  # amounts, counts, shares, dates
+_NUMBERS = re.compile(r"(?<!\S)[-+−(]?[$€£¥₩]?\d[\d,./-]*%?\)?(?!\S)")  # `_NUMBER`s in a line of text
 _LEADER = re.compile(r"(?:[.·…‧∙]\s?){4,}|…")
 _FIGURE_STROKES = 8  # curves or slanted strokes in one cluster of drawings: a plot, not a frame
 
@@ -125,13 +125,16 @@ def _near(upper: list[Line], lower: list[Line]) -> bool:
 
 
 def _tabular(row: list[Line]) -> bool:
-    """Three or more short pieces set apart, or numbers: two in two pieces, three in one line."""
+    """Three or more short pieces set apart, most of them words or numbers (not the scripts of a
+    formula); or a line of one or two pieces that is mostly numbers, three or more."""
     pieces = 1 + sum(1 for a, b in pairwise(row) if b.x0 - a.x1 >= COLUMN_GAP * a.size)
-    chars = sum(len(line.text) for line in row)
-    if pieces >= MIN_COLUMNS and chars <= 25 * pieces:
-        return True
-    needed = MIN_COLUMNS - 1 + (pieces == 1)
-    return len(_NUMBERS.findall(row[0].text if len(row) == 1 else " ".join(line.text for line in row))) >= needed
+    if pieces >= MIN_COLUMNS:
+        chars = sum(len(line.text) for line in row)
+        worded = sum(1 for line in row if sum(ch.isalnum() for ch in line.text) >= 2 and not _formula(line.text))
+        return chars <= 25 * pieces and worded * 2 > len(row)
+    text = row[0].text if len(row) == 1 else " ".join(line.text for line in row)
+    numbers = len(_NUMBERS.findall(text))
+    return numbers >= MIN_COLUMNS and numbers * 2 >= text.count(" ") + 1
 
 
 def _bbox(boxes: list[Box]) -> Box:
@@ -304,8 +307,8 @@ def _side_by_side(cells: list[Cell], edges: list[float], blank: list[float]) -> 
             continue
         between = [g * size - 1 for g in range(1, groups)]  # gutter index after each group
         inside = [blank[i] for i in range(width - 1) if i not in between]
-        # three repeats of one pattern say "lists" by themselves; two need a clearly wider gutter
-        if min(blank[i] for i in between) >= (1.5 if groups == 2 else 1.0) * max(inside):
+        # three repeats of one pattern are lists already with a somewhat wider gutter; two need more
+        if min(blank[i] for i in between) >= (1.5 if groups == 2 else 1.15) * max(inside):
             return [edges[i + 1] for i in between]
     return []
 
