@@ -422,6 +422,25 @@ def test_spacing_fixes_under_spaced_paragraphs_but_not_tables(tmp_path: Path) ->
     assert on.tables[0].rows == [[UNDER_SPACED, "1234567"]]
 
 
+def test_deferred_spacing_in_the_main_process_equals_spacing_in_the_parser(tmp_path: Path) -> None:
+    """The parse stage marks under-spaced lines in its workers and respaces them all with one Kiwi
+    in its main process (a worker never loads its own); the result is the same document."""
+    from slm_factory.parsing import korean
+
+    heading = "1. 개정이유및주요내용을다음과같이정리합니다"
+    body = _p(_t(heading)) + _p(_t(UNDER_SPACED)) + _p(_t("이 문장은 띄어쓰기가 이미 바르게 되어 있습니다"))
+    body += _p(_table([[_cell(0, 0, _p(_t(UNDER_SPACED)) + _p(_t(UNDER_SPACED + "입니다")))]], 1))
+    path = _write_hwpx(tmp_path / "spacing.hwpx", {"section0.xml": _section(body)})
+    direct = _parse(path, ON)
+    deferred = parse_file(path, ParseOptions(hwpx_apply_spacing=True, defer_hangul_wraps=True), path.name).document
+    assert deferred is not None
+    assert korean.RESPACE in deferred.text  # left for the main process
+    korean.settle_documents([deferred])
+    assert korean.RESPACE not in deferred.text
+    assert deferred.model_dump() == direct.model_dump()
+    assert direct.text != _parse(path, OFF).text  # there was spacing to repair
+
+
 def test_tracked_deletions_are_left_out(tmp_path: Path) -> None:
     """변경 내용 추적: markers are empty elements inside hp:t, and a deletion can span paragraphs
     and whole tables; insertions are kept. A deletion that never closes is ignored."""

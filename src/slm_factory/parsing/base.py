@@ -28,7 +28,8 @@ class ParseOptions:
     pdf_extract_tables: bool = True
     pdf_password: str | None = None
     hwpx_apply_spacing: bool = True
-    # Leave Hangul line wraps undecided in the text (korean.WRAP) for the caller to settle with
+    # Leave Hangul line wraps undecided (korean.WRAP) and under-spaced HWPX lines marked
+    # (korean.RESPACE) in the text, for the caller to settle with
     # one Kiwi for all documents (the parse stage does, in its main process).
     defer_hangul_wraps: bool = False
 

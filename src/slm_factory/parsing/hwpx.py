@@ -62,7 +62,7 @@ def parse(data: bytes, builder: DocumentBuilder, options: ParseOptions) -> None:
         if not package.sections:
             raise ParseError(f"{label}: no Contents/section*.xml inside; not an HWPX document")
         styles = _read_styles(archive)
-        reader = _SectionReader(builder, styles, options.hwpx_apply_spacing)
+        reader = _SectionReader(builder, styles, options.hwpx_apply_spacing, options.defer_hangul_wraps)
         for name in package.sections:
             reader.read_section(archive.read_xml(name))
     builder.metadata.update(package.metadata)
@@ -308,8 +308,12 @@ def looks_under_spaced(text: str) -> bool:
     return syllables >= 12 and syllables / max(len(words), 1) >= 10
 
 
-def fix_spacing(text: str) -> str:
+def fix_spacing(text: str, defer: bool = False) -> str:
+    """Respace the under-spaced lines of `text` now, or (`defer`) mark them for the parse
+    stage's main process, so a worker never loads a Kiwi of its own (~250 MB)."""
     lines = text.split("\n")
+    if defer:
+        return "\n".join(korean.RESPACE + line if looks_under_spaced(line) else line for line in lines)
     return "\n".join(korean.kiwi().space(line) if looks_under_spaced(line) else line for line in lines)
 
 
@@ -387,10 +391,13 @@ def _mark_id(mark: Element) -> str:
 class _SectionReader:
     """Feeds one document's sections to the builder; notes go at the end of each section."""
 
-    def __init__(self, builder: DocumentBuilder, styles: _Styles, apply_spacing: bool) -> None:
+    def __init__(
+        self, builder: DocumentBuilder, styles: _Styles, apply_spacing: bool, defer_spacing: bool = False
+    ) -> None:
         self.builder = builder
         self.styles = styles
         self.apply_spacing = apply_spacing
+        self.defer_spacing = apply_spacing and defer_spacing
         self.notes: list[str] = []
         self.note_numbers = {"footNote": 0, "endNote": 0}
         self.page_texts: set[str] = set()
@@ -442,7 +449,7 @@ class _SectionReader:
         if not text:
             return
         if self.apply_spacing:
-            text = fix_spacing(text)
+            text = fix_spacing(text, self.defer_spacing)
         marker = _marker_level(text) if kind == "paragraph" else None
         # the next number of the title's kind continues its list; a "1." starts a list under it
         continues = marker is not None and marker == self.pending_level() and not _FIRST_NUMBER.match(text)

@@ -14,7 +14,7 @@ Kiwi serves every worker instead of one per worker.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from slm_factory.records import Document
 
 WRAP = "\x00"  # a Hangul line wrap not yet decided; a file's own control characters are gone by then
+# Opens a line whose spacing Kiwi is to repair, left by the HWPX parser for the main process.
+RESPACE = "\x01"
+_MARKED_LINE = re.compile(RESPACE + r"([^\n]*)")
 _LEFT = re.compile(r"\S{0,8}$")  # 8 characters a side decide as well as 10 (574 of 575) and faster
 _RIGHT = re.compile(r"\S{0,8}")
 Window = tuple[str, str]
@@ -93,25 +96,34 @@ def settle(text: str, joins: dict[Window, str]) -> str:
 
 def settle_documents(documents: list[Document], use_kiwi: bool = True, threads: int = 1) -> int:
     """Decide every wrap left in parsed documents (title, text, sections, blocks), all in one
-    batch; returns how many wraps there were."""
+    batch, then respace every line marked `RESPACE`; returns how many wraps there were."""
     marked = [d for d in documents if WRAP in d.text or WRAP in d.title]
     found = [window for document in marked for text in _texts(document) for window in windows(text)]
     joins = decide(found, use_kiwi, threads)
     count = sum(document.text.count(WRAP) for document in marked)
     for document in marked:
-        _settle_document(document, joins)
+        _settle_document(document, lambda text: settle(text, joins))
+    _respace_documents(documents, use_kiwi, threads)
     return count
+
+
+def _respace_documents(documents: list[Document], use_kiwi: bool, threads: int) -> None:
+    marked = [d for d in documents if RESPACE in d.text or RESPACE in d.title]
+    lines = list(dict.fromkeys(line for d in marked for text in _texts(d) for line in _MARKED_LINE.findall(text)))
+    spaced = dict(zip(lines, kiwi(threads).space(lines) if use_kiwi and lines else lines))
+    for document in marked:
+        _settle_document(document, lambda text: _MARKED_LINE.sub(lambda m: spaced[m.group(1)], text))
 
 
 def _texts(document: Document) -> list[str]:
     return [document.title, document.text] + [s.title for s in document.sections] + [b.text for b in document.blocks]
 
 
-def _settle_document(document: Document, joins: dict[Window, str]) -> None:
+def _settle_document(document: Document, settle_text: Callable[[str], str]) -> None:
     blocks = document.blocks
-    document.title = settle(document.title, joins)
-    document.text = settle(document.text, joins)
+    document.title = settle_text(document.title)
+    document.text = settle_text(document.text)
     for section in document.sections:
-        section.title = settle(section.title, joins)
+        section.title = settle_text(section.title)
     for block in blocks:
-        block.text = settle(block.text, joins)
+        block.text = settle_text(block.text)
