@@ -258,3 +258,18 @@ def test_code_pre_beside_prose_pre_stays_code(tmp_path: Path) -> None:
     assert (2, "제2장 국민의 권리와 의무") in _headings(document)
     articles = [b.text for b in document.blocks if b.text.startswith("제10조")]
     assert articles and articles[0].startswith("제10조 모든 국민은 인간으로서의 존엄과 가치를")
+
+
+def test_a_heading_whose_content_is_kept_is_kept(tmp_path: Path, data_dir: Path) -> None:
+    # trafilatura drops the <h2> right above a table (and above a layout table's article);
+    # the section's content is kept, so its heading is too. A heading over dropped chrome is not.
+    document = _parse(data_dir / "chunking" / "oversized-tables.html")
+    assert [text for _, text in _headings(document)] == ["Housing subsidy", "The rules in full", "신청서 양식"]
+    page = (
+        "<html><body><nav><h2>Site menu</h2><ul><li><a href='/'>Home</a></li><li><a href='/a'>About</a></li></ul></nav>"
+        "<main><h1>Permit fees</h1>" + "<p>The permit fee rules of the city apply to every applicant. </p>" * 6
+        + "<h2>Fee table</h2><table><tr><th>Permit</th><th>Fee</th></tr><tr><td>Residential</td><td>$10</td></tr>"
+        "<tr><td>Commercial</td><td>$50</td></tr></table></main></body></html>"
+    )
+    headings = [text for _, text in _headings(_parse(_write(tmp_path, page)))]
+    assert "Fee table" in headings and "Site menu" not in headings

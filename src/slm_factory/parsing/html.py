@@ -463,8 +463,23 @@ class _Walker:
         text = _text(el, br=" ")
         if level == 1 and not self.first_h1:
             self.first_h1 = text
-        if text and (level == 1 or self.covered(text)):
+        if text and (level == 1 or self.covered(text) or self._content_follows(el)):
             self.builder.heading(text, level)
+
+    def _content_follows(self, heading: etree._Element) -> bool:
+        """trafilatura drops some headings whose section it keeps (one right above a table):
+        a heading stays when the first thing after it is kept content."""
+        for sibling in heading.itersiblings():
+            if not isinstance(sibling.tag, str) or _is_chrome(sibling, self.page):
+                continue
+            if sibling.tag in _HEADINGS:
+                return False
+            if sibling.tag == "table":
+                return True
+            text = _text(sibling, br=" ")
+            if text:
+                return self.covered(text[:300])
+        return False
 
     def _list(self, el: etree._Element, level: int) -> None:
         number = _int(el.get("start"), 1) if el.tag == "ol" else 0
