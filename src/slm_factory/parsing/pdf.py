@@ -247,12 +247,14 @@ def _extract_page(page: Any, number: int, options: ParseOptions, expect_gaps: bo
     if gaps:  # words placed by position: spaces from gaps
         raw_blocks = raw_blocks or textpage.extractRAWDICT()["blocks"]
         lines = _lines(raw_blocks, raw=True)
-    result = PageText(number, page.rect.height, lines, gaps=gaps)
-    result.rules = _separator_rules(page, lines)
-    if options.pdf_extract_tables and page.rotation == 0 and lines:
-        # Exact paths: vectors collected in the text pass (TEXT_COLLECT_VECTORS) would save ~0.2 s
-        # on a 117-page book, but their boxes for stroked paths are inflated by the miter limit.
-        drawings = page.get_cdrawings()
+    height = page.rect.height
+    result = PageText(number, height, lines, gaps=gaps)
+    want_tables = options.pdf_extract_tables and bool(lines) and page.rotation == 0
+    # Exact paths: vectors collected in the text pass (TEXT_COLLECT_VECTORS) would save ~0.2 s
+    # on a 117-page book, but their boxes for stroked paths are inflated by the miter limit.
+    drawings = page.get_cdrawings() if want_tables else None
+    result.rules = _separator_rules(page, lines, height, drawings)
+    if want_tables and drawings is not None:
         cell_tables = find_cell_tables(drawings, [_box(line) for line in lines])
         if cell_tables:
             raw_blocks = raw_blocks or textpage.extractRAWDICT()["blocks"]
@@ -404,13 +406,16 @@ def _inside(line: Line, grid: Grid) -> bool:
     return grid.x0 - 1 <= cx <= grid.x1 + 1 and grid.y0 - 1 <= cy <= grid.y1 + 1
 
 
-def _separator_rules(page: Any, lines: list[Line]) -> list[Box]:
+def _separator_rules(
+    page: Any, lines: list[Line], height: float, drawings: list[dict[str, Any]] | None
+) -> list[Box]:
     """The thin horizontal rules of a page that may hold footnotes: word processors draw one above
     them. Pages without a marked line in small type low down skip reading their drawings."""
-    if page.rotation != 0 or not _may_hold_footnotes(lines, page.rect.height):
+    # the line test first: PyMuPDF's page.rotation and page.rect are slow property reads
+    if not _may_hold_footnotes(lines, height) or page.rotation != 0:
         return []
     rules = []
-    for path in page.get_cdrawings():
+    for path in page.get_cdrawings() if drawings is None else drawings:  # read once with tables on
         x0, y0, x1, y1 = path["rect"]
         if y1 - y0 <= 2.0 and x1 - x0 >= 20.0:
             rules.append((x0, y0, x1, y1))
