@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -128,8 +129,21 @@ def clean(
     """Remove intermediate artifacts (or, with --all, everything under output/)."""
     setup_output(verbose, quiet)
     workspace = Workspace(load_project(config).output_dir)
+    if not workspace.root.is_dir():
+        console.print("Nothing to clean.")
+        return
+    from slm_factory.runlock import LOCK_FILE, ProjectBusy, project_lock
+
+    try:
+        with project_lock(workspace.root, "clean"):
+            _clean(workspace, all_, yes, LOCK_FILE)
+    except ProjectBusy as error:
+        raise fail(str(error)) from None
+
+
+def _clean(workspace: Workspace, all_: bool, yes: bool, lock_file: str) -> None:
     if all_:
-        targets = sorted(workspace.root.iterdir()) if workspace.root.is_dir() else []
+        targets = sorted(p for p in workspace.root.iterdir() if p.name != lock_file)
     else:
         names = [workspace.path(a) for a in INTERMEDIATE] + [workspace.partial_path(a) for a in INTERMEDIATE]
         targets = [p for p in names if p.exists()]
@@ -142,4 +156,7 @@ def clean(
         raise typer.Exit(1)
     for target in targets:
         shutil.rmtree(target) if target.is_dir() else target.unlink()
+    if all_:  # the lock file goes too; this run keeps its lock on the open file until it returns
+        with contextlib.suppress(OSError):  # Windows does not delete an open file: it stays
+            (workspace.root / lock_file).unlink(missing_ok=True)
     console.print(f"Removed {len(targets)} paths.")

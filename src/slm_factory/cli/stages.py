@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +18,25 @@ from slm_factory.workspace import Workspace
 def _context(config_path: Path, **options: object) -> StageContext:
     config = load_project(config_path)
     return StageContext(config=config, workspace=Workspace(config.output_dir), progress=RichProgress(), options=options)
+
+
+@contextmanager
+def locked(ctx: StageContext, command: str) -> Iterator[None]:
+    """One run at a time per project: a second one stops with one line naming the first."""
+    from slm_factory.runlock import ProjectBusy, project_lock
+
+    try:
+        with project_lock(ctx.workspace.root, command) as left:
+            if left:
+                errors.print(
+                    f"[yellow]note:[/yellow] process {left.get('pid')} ('{left.get('command')}') ended without "
+                    "releasing the project; its lock was taken over",
+                    markup=True, highlight=False, soft_wrap=True,
+                )
+            yield
+    except ProjectBusy as error:
+        errors.print(f"[red]error:[/red] {error}", markup=True, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
 
 
 def _print_run(run: StageRun) -> None:
@@ -62,7 +83,8 @@ def _run_one(name: str, config: Path, **options: object) -> StageRun:
 
     ctx = _context(config, **options)
     try:
-        run = run_stage(stage_named(name), ctx)
+        with locked(ctx, name):
+            run = run_stage(stage_named(name), ctx)
     except KeyboardInterrupt:
         partial = ctx.workspace.partial_path(stage_named(name).output)
         kept = f"finished work is kept in {partial}; run the command again to resume" if partial.exists() \
@@ -118,7 +140,9 @@ def run_command(
         except KeyError as error:
             errors.print(f"[red]error:[/red] {error.args[0]}", markup=True, highlight=False)
             raise typer.Exit(2) from None
-    runs = run_pipeline(_context(config), start, end, resume)
+    ctx = _context(config)
+    with locked(ctx, "run"):
+        runs = run_pipeline(ctx, start, end, resume)
     for run in runs:
         _print_run(run)
     if any(run.status == "failed" for run in runs):
