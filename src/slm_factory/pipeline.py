@@ -279,6 +279,38 @@ def run_pipeline(
     return runs
 
 
+def stages_needed_for(target: Stage, config: ProjectConfig, workspace: Workspace) -> list[Stage]:
+    """The earlier stages that make what `target` reads (directly or through each other) and
+    whose output is missing or stale, in pipeline order: `generate` in a fresh project needs
+    `parse`, as in the original slm-factory."""
+    producers = {stage.output: stage for stage in STAGES}
+    needed: set[str] = set()
+    pending = [target]
+    while pending:
+        for artifact in pending.pop().inputs:
+            producer = producers.get(artifact)
+            if producer is not None and producer.name not in needed and producer is not target:
+                needed.add(producer.name)
+                pending.append(producer)
+    current = {row.name for row in stage_status(config, workspace) if row.up_to_date}
+    return [stage for stage in STAGES if stage.name in needed and stage.name not in current]
+
+
+def run_with_prerequisites(
+    target: Stage, ctx: StageContext, report: Callable[[StageRun], None] = lambda run: None
+) -> list[StageRun]:
+    """Run what `target` needs that is missing or stale, then `target`; stop at a failure.
+    `report` hears of each stage as it ends."""
+    runs: list[StageRun] = []
+    for stage in [*stages_needed_for(target, ctx.config, ctx.workspace), target]:
+        run = run_stage(stage, ctx)
+        report(run)
+        runs.append(run)
+        if run.status == "failed":
+            break
+    return runs
+
+
 def run_stage(stage: Stage, ctx: StageContext) -> StageRun:
     ctx.workspace.ensure()
     started = time.perf_counter()

@@ -79,22 +79,28 @@ def parse(
 
 
 def _run_one(name: str, config: Path, **options: object) -> StageRun:
-    from slm_factory.pipeline import run_stage, stage_named
+    """Run a stage after the earlier ones it needs whose output is missing or stale (none when
+    its input is given with --data)."""
+    from slm_factory.pipeline import run_stage, run_with_prerequisites, stage_named
 
     ctx = _context(config, **options)
+    stage = stage_named(name)
     try:
         with locked(ctx, name):
-            run = run_stage(stage_named(name), ctx)
+            if options.get("data"):
+                runs = [run_stage(stage, ctx)]
+                _print_run(runs[0])
+            else:
+                runs = run_with_prerequisites(stage, ctx, report=_print_run)
     except KeyboardInterrupt:
         partial = ctx.workspace.partial_path(stage_named(name).output)
         kept = f"finished work is kept in {partial}; run the command again to resume" if partial.exists() \
             else "nothing was written; run the command again"
         errors.print(f"interrupted; {kept}", highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
-    _print_run(run)
-    if run.status == "failed":
+    if runs[-1].status == "failed":
         raise typer.Exit(1)
-    return run
+    return runs[-1]
 
 
 @app.command()
