@@ -68,6 +68,24 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+@contextmanager
+def locked(output_dir: Path, command: str) -> Iterator[None]:
+    """One run at a time per project: a second one stops with one line naming the first."""
+    from slm_factory.runlock import ProjectBusy, project_lock
+
+    try:
+        with project_lock(output_dir, command) as left:
+            if left:
+                errors.print(
+                    f"[yellow]note:[/yellow] process {left.get('pid')} ('{left.get('command')}') ended without "
+                    "releasing the project; its lock was taken over",
+                    markup=True, highlight=False, soft_wrap=True,
+                )
+            yield
+    except ProjectBusy as error:
+        raise fail(str(error)) from None
+
+
 def load_project(path: Path) -> ProjectConfig:
     from slm_factory.config import ConfigError, load_config
 

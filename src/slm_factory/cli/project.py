@@ -21,6 +21,7 @@ from slm_factory.cli.common import (
     console,
     fail,
     load_project,
+    locked,
     setup_output,
     teacher_summary,
 )
@@ -132,18 +133,15 @@ def clean(
     if not workspace.root.is_dir():
         console.print("Nothing to clean.")
         return
-    from slm_factory.runlock import LOCK_FILE, ProjectBusy, project_lock
-
-    try:
-        with project_lock(workspace.root, "clean"):
-            _clean(workspace, all_, yes, LOCK_FILE)
-    except ProjectBusy as error:
-        raise fail(str(error)) from None
+    with locked(workspace.root, "clean"):
+        _clean(workspace, all_, yes)
 
 
-def _clean(workspace: Workspace, all_: bool, yes: bool, lock_file: str) -> None:
+def _clean(workspace: Workspace, all_: bool, yes: bool) -> None:
+    from slm_factory.runlock import LOCK_FILE
+
     if all_:
-        targets = sorted(p for p in workspace.root.iterdir() if p.name != lock_file)
+        targets = sorted(p for p in workspace.root.iterdir() if p.name != LOCK_FILE)
     else:
         names = [workspace.path(a) for a in INTERMEDIATE] + [workspace.partial_path(a) for a in INTERMEDIATE]
         targets = [p for p in names if p.exists()]
@@ -158,5 +156,5 @@ def _clean(workspace: Workspace, all_: bool, yes: bool, lock_file: str) -> None:
         shutil.rmtree(target) if target.is_dir() else target.unlink()
     if all_:  # the lock file goes too; this run keeps its lock on the open file until it returns
         with contextlib.suppress(OSError):  # Windows does not delete an open file: it stays
-            (workspace.root / lock_file).unlink(missing_ok=True)
+            (workspace.root / LOCK_FILE).unlink(missing_ok=True)
     console.print(f"Removed {len(targets)} paths.")

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from slm_factory.cli import app
-from slm_factory.cli.common import teacher_summary, ConfigOption, QuietOption, RichProgress, VerboseOption, console, errors, load_project, setup_output
+from slm_factory.cli.common import teacher_summary, ConfigOption, QuietOption, RichProgress, VerboseOption, console, errors, load_project, locked, setup_output
 from slm_factory.pipeline import StageContext, StageRun
 from slm_factory.workspace import Workspace
 
@@ -18,25 +16,6 @@ from slm_factory.workspace import Workspace
 def _context(config_path: Path, **options: object) -> StageContext:
     config = load_project(config_path)
     return StageContext(config=config, workspace=Workspace(config.output_dir), progress=RichProgress(), options=options)
-
-
-@contextmanager
-def locked(ctx: StageContext, command: str) -> Iterator[None]:
-    """One run at a time per project: a second one stops with one line naming the first."""
-    from slm_factory.runlock import ProjectBusy, project_lock
-
-    try:
-        with project_lock(ctx.workspace.root, command) as left:
-            if left:
-                errors.print(
-                    f"[yellow]note:[/yellow] process {left.get('pid')} ('{left.get('command')}') ended without "
-                    "releasing the project; its lock was taken over",
-                    markup=True, highlight=False, soft_wrap=True,
-                )
-            yield
-    except ProjectBusy as error:
-        errors.print(f"[red]error:[/red] {error}", markup=True, highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
 
 
 def _print_run(run: StageRun) -> None:
@@ -86,14 +65,14 @@ def _run_one(name: str, config: Path, **options: object) -> StageRun:
     ctx = _context(config, **options)
     stage = stage_named(name)
     try:
-        with locked(ctx, name):
+        with locked(ctx.workspace.root, name):
             if options.get("data"):
                 runs = [run_stage(stage, ctx)]
                 _print_run(runs[0])
             else:
                 runs = run_with_prerequisites(stage, ctx, report=_print_run)
     except KeyboardInterrupt:
-        partial = ctx.workspace.partial_path(stage_named(name).output)
+        partial = ctx.workspace.partial_path(stage.output)
         kept = f"finished work is kept in {partial}; run the command again to resume" if partial.exists() \
             else "nothing was written; run the command again"
         errors.print(f"interrupted; {kept}", highlight=False, soft_wrap=True)
@@ -147,7 +126,7 @@ def run_command(
             errors.print(f"[red]error:[/red] {error.args[0]}", markup=True, highlight=False)
             raise typer.Exit(2) from None
     ctx = _context(config)
-    with locked(ctx, "run"):
+    with locked(ctx.workspace.root, "run"):
         runs = run_pipeline(ctx, start, end, resume)
     for run in runs:
         _print_run(run)
