@@ -79,21 +79,21 @@ class _Draft:
     pieces: list[_Piece] = field(default_factory=list)
     merged: list[Trail] = field(default_factory=list)  # trails of small sections packed in too
     tokens: int = 0  # an upper bound of the joined text's tokens
+    texts: list[str] = field(default_factory=list)  # the pieces' texts, kept as they are added
+
+    def _measure(self, piece: _Piece, max_tokens: int) -> int | None:
+        return _joined_tokens(self.texts, self.tokens, piece.text, piece.tokens, _JOIN, max_tokens)
 
     def fits(self, piece: _Piece, max_tokens: int) -> bool:
-        texts = [p.text for p in self.pieces]
-        return (
-            _joined_tokens(texts, self.tokens, piece.text, piece.tokens, _JOIN, max_tokens)
-            is not None
-        )
+        return self._measure(piece, max_tokens) is not None
 
     def add(self, piece: _Piece, max_tokens: int) -> bool:
         """Add the piece if the chunk stays within max_tokens; say whether it did."""
-        texts = [p.text for p in self.pieces]
-        tokens = _joined_tokens(texts, self.tokens, piece.text, piece.tokens, _JOIN, max_tokens)
+        tokens = self._measure(piece, max_tokens)
         if tokens is None:
             return False
         self.pieces.append(piece)
+        self.texts.append(piece.text)
         self.tokens = tokens
         return True
 
@@ -382,7 +382,9 @@ def _pack(
         or not last.fits(pieces[0], max_tokens)
         or (
             last.trail != trail
-            and estimate_tokens(_JOIN.join(p.text for p in last.pieces)) > max_tokens // 2
+            # the kept bound decides most cases without joining the text again
+            and last.tokens > max_tokens // 2
+            and estimate_tokens(_JOIN.join(last.texts)) > max_tokens // 2
         )
     ):
         drafts.append(_Draft(trail))

@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from slm_factory.parsing.text import CAPITALS_LINE  # an all-capitals line: one rule for both
+
 # A plain word: letters or digits, joined by hyphens, apostrophes or middle dots ("3·1운동"),
 # digits also by "." and "," ("$200,000,000", "1.5"); or an abbreviation ("U.S.C.", "e.g.").
 # Wrapped in prose punctuation only: code tokens (`add.c`, `print(item)`, `x=1`, `--flag`,
@@ -90,7 +92,6 @@ _NOTE = re.compile(r"[ \t]*<<NOTE:.{0,2000}?>>", re.DOTALL)
 _FURNITURE_LINE = re.compile(r"(?m)^[ \t]*(?:\[DOCID:[^\]\n]*\]|<all>|[-=_*]{10,})[ \t]*$")
 _SENTENCE_END = tuple(".!?:;")
 _ENUMERATOR = re.compile(r"\((?:\d{1,3}|[a-zA-Z]{1,4})\)\s")
-_CAPITALS = re.compile(r"[^a-z]*[A-Z][^a-z]*")
 
 
 def prose_text(text: str) -> str:
@@ -147,5 +148,5 @@ def _starts_paragraph(
     above_indent, above = previous
     if indent > margin and _ENUMERATOR.match(stripped):
         return True
-    wrapped_heading = bool(_CAPITALS.fullmatch(above) and _CAPITALS.fullmatch(stripped))
+    wrapped_heading = bool(CAPITALS_LINE.fullmatch(above) and CAPITALS_LINE.fullmatch(stripped))
     return indent > above_indent and not stripped[0].islower() and not wrapped_heading

@@ -250,7 +250,7 @@ _US_SECTION = re.compile(r"^(SEC(?:TION)?)\.?\s+\d+[A-Z]?(?:-\d+)?\.(?:\s+[^a-z]
 _US_HEADINGS = (_US_TITLE, _US_SUBTITLE, _US_SECTION)
 _MAX_STATUTE_HEADING = 100
 _MAX_WRAPPED_HEADING = 240
-_CAPITALS_LINE = re.compile(r"[^a-z]*[A-Z][^a-z]*")
+CAPITALS_LINE = re.compile(r"[^a-z]*[A-Z][^a-z]*")
 _KO_ADDENDA = re.compile(r"^(?:\S{1,4}\s+)?(부\s*칙)(?:\s|<|$)")
 _HEADING_RANK = {
     "volume": 0, "book": 1, "part": 1, "epilogue": 1, "prologue": 1, "appendix": 1,
@@ -429,7 +429,7 @@ def _continues_heading(unit: _Unit, line: str) -> bool:
         unit.kind == "heading"
         and any(pattern.match(unit.lines[0]) for pattern in _US_HEADINGS)
         and not unit.lines[-1].endswith(".")
-        and bool(_CAPITALS_LINE.fullmatch(line))
+        and bool(CAPITALS_LINE.fullmatch(line))
         and len(unit.text) + len(line) < _MAX_WRAPPED_HEADING
     )
 
