@@ -120,15 +120,15 @@ def test_overlapping_cells_lose_no_text() -> None:
 
 def test_layout_rule() -> None:
     one_cell = Grid(rows=[["a long section"]])
-    assert is_layout([CellContent(paragraphs=5, chars=900)], one_cell)
+    assert is_layout([CellContent(paragraphs=5, chars=900)], one_cell.width)
     data = Grid(rows=[["Name", "Fee"], ["Permit", "$10"], ["Renewal", "$5"]])
     short = [CellContent(paragraphs=1, chars=len(t)) for row in data.rows for t in row]
-    assert not is_layout(short, data)
+    assert not is_layout(short, data.width)
     prose = [CellContent(paragraphs=1, chars=4), CellContent(paragraphs=4, chars=1500)]
-    assert is_layout(prose, Grid(rows=[["Menu", "Article …"]]))
+    assert is_layout(prose, Grid(rows=[["Menu", "Article …"]]).width)
     # one long description cell in a data table does not make it layout
     mixed = short + [CellContent(paragraphs=3, chars=220)] + [CellContent(1, 300)] * 3
-    assert not is_layout(mixed, Grid(rows=[["a", "b"]] * 5))
+    assert not is_layout(mixed, Grid(rows=[["a", "b"]] * 5).width)
     # a section (a heading and text under it) inside a cell is layout; a heading-styled label is not
-    assert is_layout([CellContent(3, 120, has_heading=True), CellContent(1, 10)], Grid(rows=[["a", "b"]]))
-    assert not is_layout([CellContent(1, 10, has_heading=True), CellContent(1, 10)], Grid(rows=[["a", "b"]]))
+    assert is_layout([CellContent(3, 120, has_heading=True), CellContent(1, 10)], Grid(rows=[["a", "b"]]).width)
+    assert not is_layout([CellContent(1, 10, has_heading=True), CellContent(1, 10)], Grid(rows=[["a", "b"]]).width)

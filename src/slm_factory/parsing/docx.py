@@ -21,7 +21,7 @@ from lxml import etree
 from slm_factory.parsing.base import DocumentBuilder, NestedTable, ParseError, ParseOptions, clean_inline
 from slm_factory.parsing.docx_numbering import Numbering
 from slm_factory.parsing.safety import SafeZip
-from slm_factory.parsing.tables import Cell, CellContent, Grid, build_grid, is_layout
+from slm_factory.parsing.tables import Cell, CellContent, build_grid, is_layout
 
 Element: TypeAlias = etree._Element
 _PlacedCell: TypeAlias = tuple[Cell, Element | None]  # a placed cell and the w:tc holding its text
@@ -514,10 +514,8 @@ class _BodyReader:
 
     def is_layout(self, cells: list[_PlacedCell]) -> bool:
         contents = [CellContent(0, 0) if tc is None else self.cell_content(tc) for _, tc in cells]
-        # The rule reads the grid's width only: build_grid keeps one column per distinct first
-        # column of a cell with text, so that is counted here instead of building the grid twice.
         columns = {cell.col for (cell, _), content in zip(cells, contents) if content.chars}
-        return is_layout(contents, Grid(rows=[[""] * len(columns)] if columns else []))
+        return is_layout(contents, len(columns))
 
     def cell_content(self, tc: Element) -> CellContent:
         """What a cell holds, read from its XML without side effects."""

@@ -560,7 +560,7 @@ def _is_layout(table: etree._Element, contents: list[CellContent], grid: Grid) -
     """
     if table.get("role") in ("presentation", "none"):
         return True
-    return is_layout(contents, grid)
+    return is_layout(contents, grid.width)
 
 
 def _grid(

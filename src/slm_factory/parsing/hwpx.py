@@ -510,7 +510,7 @@ class _SectionReader:
         tcs, rows = list(_cells(element)), self.cells(element)
         contents = [self.cell_content(tc) for tc in tcs]
         columns = _text_columns(rows, contents)
-        if not is_layout(contents, Grid(rows=[[""] * len(columns)] if columns else [])):
+        if not is_layout(contents, len(columns)):
             self.emit_table(self.table(element, rows))
             return
         if len(columns) == 1:  # Korean forms put the title in a box: its lines together are the title
@@ -523,10 +523,9 @@ class _SectionReader:
                 self.body_paragraph(paragraph)
         self.end_run()
 
-    def is_layout(self, element: Element) -> bool:
+    def is_layout(self, element: Element, rows: list[list[_Cell]]) -> bool:
         contents = [self.cell_content(tc) for tc in _cells(element)]
-        columns = _text_columns(self.cells(element), contents)
-        return is_layout(contents, Grid(rows=[[""] * len(columns)] if columns else []))
+        return is_layout(contents, len(_text_columns(rows, contents)))
 
     def cell_content(self, tc: Element) -> CellContent:
         """What a cell holds, read from its XML without side effects."""
@@ -617,9 +616,10 @@ class _SectionReader:
             if isinstance(piece, str):
                 parts.append(piece)
             elif _local(piece) == "tbl":
-                table = self.table(piece)
+                rows = self.cells(piece)
+                table = self.table(piece, rows)
                 # a box's text is in its cell already; the data tables inside it still follow
-                inner.extend(table.inner if self.is_layout(piece) else [table])
+                inner.extend(table.inner if self.is_layout(piece, rows) else [table])
                 parts.append("\n" + table.flat_text() + "\n")
             else:
                 for box in self.text_boxes(piece):

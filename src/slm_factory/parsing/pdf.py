@@ -30,6 +30,8 @@ from slm_factory.parsing.pdf_layout import (
     Line,
     TableGrid,
     Unit,
+    box_of,
+    centre_in,
     count_letters,
     fill_grids,
     find_cell_tables,
@@ -254,18 +256,18 @@ def _extract_page(page: Any, number: int, options: ParseOptions, expect_gaps: bo
     # on a 117-page book, but their boxes for stroked paths are inflated by the miter limit.
     drawings = page.get_cdrawings() if want_tables else None
     result.rules = _separator_rules(page, lines, height, drawings)
-    if want_tables and drawings is not None:
-        cell_tables = find_cell_tables(drawings, [_box(line) for line in lines])
+    if drawings is not None:
+        cell_tables = find_cell_tables(drawings, [box_of(line) for line in lines])
         if cell_tables:
             raw_blocks = raw_blocks or textpage.extractRAWDICT()["blocks"]
             grids = [_grid(table) for table in fill_grids(cell_tables, raw_blocks)]
             grids = [grid for grid in grids if looks_like_table(grid.rows)]
             result.grids = grids
-            result.lines = [line for line in lines if not any(_inside(line, grid) for grid in grids)]
+            result.lines = _outside(lines, grids)
         aligned = find_aligned_tables(result.lines, textpage.extractWORDS, drawings)
         if aligned:  # tables without rules, among the lines left
             result.grids = result.grids + aligned
-            result.lines = [line for line in result.lines if not any(_inside(line, grid) for grid in aligned)]
+            result.lines = _outside(result.lines, aligned)
     return result
 
 
@@ -397,13 +399,9 @@ def _grid(table: TableGrid) -> Grid:
     return placed_grid(table.box, cells, table.width)
 
 
-def _box(item: Line | Grid) -> Box:
-    return (item.x0, item.y0, item.x1, item.y1)
-
-
-def _inside(line: Line, grid: Grid) -> bool:
-    cx, cy = (line.x0 + line.x1) / 2, (line.y0 + line.y1) / 2
-    return grid.x0 - 1 <= cx <= grid.x1 + 1 and grid.y0 - 1 <= cy <= grid.y1 + 1
+def _outside(lines: list[Line], grids: list[Grid]) -> list[Line]:
+    """The lines whose centre is in none of the grids."""
+    return [line for line in lines if not any(centre_in(box_of(line), box_of(grid)) for grid in grids)]
 
 
 def _separator_rules(
@@ -454,8 +452,8 @@ def _body_and_footnotes(page: PageText, body: float) -> tuple[list[Para | Grid],
     areas = _footnote_areas(units, page, body)
     if not areas:
         return _paragraphs(units), []
-    boxes = [_box(line) for area in areas for line in area]  # rows merged in reading order too
-    lines = [line for line in page.lines if not any(_centre_in(line, box) for box in boxes)]
+    boxes = [box_of(line) for area in areas for line in area]  # rows merged in reading order too
+    lines = [line for line in page.lines if not any(centre_in(box_of(line), box) for box in boxes)]
     flow = reading_order(lines, page.grids, body)
     # the line spacing measured with the notes in, as before they were taken out, decides breaks
     gaps = _column_gaps(_lines_of(flow)) | _column_gaps(_lines_of(units))
@@ -545,11 +543,6 @@ def _footnotes(areas: list[list[Line]]) -> list[Para]:
             else:
                 notes[-1].append(line)
     return [_para(lines) for lines in notes]
-
-
-def _centre_in(line: Line, box: Box) -> bool:
-    cx, cy = (line.x0 + line.x1) / 2, (line.y0 + line.y1) / 2
-    return box[0] - 1 <= cx <= box[2] + 1 and box[1] - 1 <= cy <= box[3] + 1
 
 
 def _para(lines: list[Line]) -> Para:

@@ -21,7 +21,7 @@ import re
 import statistics
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from operator import attrgetter
@@ -116,6 +116,17 @@ def find_cell_tables(drawings: list[dict[str, Any]], text_boxes: list[Box]) -> l
 
 def bbox(boxes: list[Box]) -> Box:
     return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+
+
+def box_of(item: Line | Grid) -> Box:
+    return (item.x0, item.y0, item.x1, item.y1)
+
+
+def centre_in(inner: Sequence[Any], box: Box) -> bool:
+    """Whether the centre of `inner` (a box, or a word tuple that starts with one) lies in `box`,
+    give or take a point."""
+    cx, cy = (inner[0] + inner[2]) / 2, (inner[1] + inner[3]) / 2
+    return box[0] - 1 <= cx <= box[2] + 1 and box[1] - 1 <= cy <= box[3] + 1
 
 
 class TableGrid:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
-from slm_factory.parsing.pdf_layout import Box, Grid, Line, clusters, placed_grid
+from slm_factory.parsing.pdf_layout import Box, Grid, Line, bbox, box_of, centre_in, clusters, placed_grid
 from slm_factory.parsing.tables import Cell
 
 Word = tuple[float, float, float, float, str]  # x0, y0, x1, y1, text
@@ -98,7 +98,7 @@ def _regions(lines: list[Line]) -> list[Box]:
             while stop + 1 < len(rows) and stop - end < 2 and _near(rows[stop], rows[stop + 1]):
                 stop += 1
             members = [line for row in rows[start : stop + 1] for line in row]
-            regions.append(_bbox([(line.x0, line.y0, line.x1, line.y1) for line in members]))
+            regions.append(bbox([(line.x0, line.y0, line.x1, line.y1) for line in members]))
         index = end + 1
     return regions
 
@@ -137,10 +137,6 @@ def _tabular(row: list[Line]) -> bool:
     return numbers >= MIN_COLUMNS and numbers * 2 >= text.count(" ") + 1
 
 
-def _bbox(boxes: list[Box]) -> Box:
-    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
-
-
 # -- tables in a region (words) ----------------------------------------------------------------
 def find_aligned_tables(
     lines: list[Line], words: Callable[[], list[Word]], drawings: Sequence[dict[str, Any]] = ()
@@ -157,16 +153,12 @@ def find_aligned_tables(
     figures: list[Box] | None = None  # drawings are clustered only for a region that makes a table
     found = []
     for region in regions:
-        size = statistics.median(line.size for line in lines if _centre_in((line.x0, line.y0, line.x1, line.y1, ""), region))
-        grids = aligned_tables([w for w in all_words if _centre_in(w, region)], size)
+        size = statistics.median(line.size for line in lines if centre_in(box_of(line), region))
+        grids = aligned_tables([w for w in all_words if centre_in(w, region)], size)
         if grids:
             figures = figure_boxes(drawings) if figures is None else figures
-            found += [grid for grid in grids if not any(_overlap_share(_box(grid), box) > 0.2 for box in figures)]
+            found += [grid for grid in grids if not any(_overlap_share(box_of(grid), box) > 0.2 for box in figures)]
     return found
-
-
-def _box(grid: Grid) -> Box:
-    return (grid.x0, grid.y0, grid.x1, grid.y1)
 
 
 def aligned_tables(words: list[Word], size: float) -> list[Grid]:
@@ -192,7 +184,7 @@ def aligned_tables(words: list[Word], size: float) -> list[Grid]:
         return [grid for part in parts for grid in aligned_tables(part, size)]
     if not _reads_as_table(rows, cells, edges):
         return []
-    box = _bbox([(p.x0, p.y0, p.x1, p.y1) for row in rows for p in row])
+    box = bbox([(p.x0, p.y0, p.x1, p.y1) for row in rows for p in row])
     return [placed_grid(box, cells, len(edges) - 1)]
 
 
@@ -381,11 +373,6 @@ def _contents_list(rows: list[list[Piece]], texts_by_column: dict[int, list[str]
     return numeric_columns <= 2  # section numbers and page numbers; a data table has more
 
 
-def _centre_in(word: Word, box: Box) -> bool:
-    x, y = (word[0] + word[2]) / 2, (word[1] + word[3]) / 2
-    return box[0] - 1 <= x <= box[2] + 1 and box[1] - 1 <= y <= box[3] + 1
-
-
 def _overlap_share(region: Box, figure: Box) -> float:
     width = min(region[2], figure[2]) - max(region[0], figure[0])
     height = min(region[3], figure[3]) - max(region[1], figure[1])
@@ -403,7 +390,7 @@ def figure_boxes(drawings: Sequence[dict[str, Any]], margin: float = 20.0) -> li
         if count:
             strokes.append((tuple(path["rect"]), count))  # type: ignore[arg-type]
     if not strokes or len(strokes) > 2000:  # clustering is quadratic; so many strokes: a figure anyway
-        return [_bbox([box for box, _ in strokes])] if strokes else []
+        return [bbox([box for box, _ in strokes])] if strokes else []
     boxes = []
     for cluster in clusters([box for box, _ in strokes]):
         inside = sum(count for box, count in strokes if _within(box, cluster))

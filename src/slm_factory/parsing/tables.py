@@ -178,7 +178,7 @@ PROSE_PARAGRAPHS = 2
 PROSE_CHARS = 200
 
 
-def is_layout(cells: list[CellContent], grid: Grid) -> bool:
+def is_layout(cells: list[CellContent], width: int) -> bool:
     """A table that arranges content rather than holding data: read its cells as blocks.
 
     One rule for every format: a single cell (after merged and empty slots are collapsed), a
@@ -188,11 +188,14 @@ def is_layout(cells: list[CellContent], grid: Grid) -> bool:
     one column of long descriptions (a specification, 141 rows of "No | item | requirements").
     A cell holding only a heading-styled label is a header cell, not a section: templates put
     outline levels on table labels.
+
+    `width` is the table's column count after `build_grid`: one column per distinct first column
+    of a cell with text, so a parser may count it without building the grid.
     """
     filled = [content for content in cells if content.chars]
     if not filled:
         return False
-    if grid.width <= 1 or len(grid.rows) == 0:
+    if width <= 1:
         return True
     if any(content.has_heading and (content.paragraphs >= 2 or content.has_table) for content in filled):
         return True
