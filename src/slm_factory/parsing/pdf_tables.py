@@ -20,7 +20,7 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Any
+from typing import Any, TypeVar
 
 from slm_factory.parsing.pdf_layout import Box, Grid, Line, bbox, box_of, centre_in, clusters, placed_grid
 from slm_factory.parsing.tables import Cell
@@ -103,20 +103,25 @@ def _regions(lines: list[Line]) -> list[Box]:
     return regions
 
 
-def _line_rows(lines: list[Line]) -> list[list[Line]]:
-    """Lines side by side on one baseline, top to bottom, each row left to right."""
-    rows: list[list[Line]] = []
-    for line in sorted(lines, key=lambda item: (item.y0 + item.y1) / 2):
-        middle = (line.y0 + line.y1) / 2
-        if rows and abs(middle - _middle(rows[-1])) <= 0.35 * (line.y1 - line.y0):
-            rows[-1].append(line)
+T = TypeVar("T")
+
+
+def _rows(items: list[T], box: Callable[[T], Box]) -> list[list[T]]:
+    """Items (lines or words) side by side on one baseline, top to bottom, each row left to
+    right: an item joins the row whose first item's middle is within 0.35 of its height."""
+    rows: list[list[T]] = []
+    for item in sorted(items, key=lambda item: (box(item)[1] + box(item)[3]) / 2):
+        x0, y0, x1, y1 = box(item)
+        first = box(rows[-1][0]) if rows else None
+        if first is not None and abs((y0 + y1) / 2 - (first[1] + first[3]) / 2) <= 0.35 * (y1 - y0):
+            rows[-1].append(item)
         else:
-            rows.append([line])
-    return [sorted(row, key=lambda line: line.x0) for row in rows]
+            rows.append([item])
+    return [sorted(row, key=lambda item: box(item)[0]) for row in rows]
 
 
-def _middle(row: list[Line]) -> float:
-    return (row[0].y0 + row[0].y1) / 2
+def _line_rows(lines: list[Line]) -> list[list[Line]]:
+    return _rows(lines, box_of)
 
 
 def _near(upper: list[Line], lower: list[Line]) -> bool:
@@ -189,14 +194,7 @@ def aligned_tables(words: list[Word], size: float) -> list[Grid]:
 
 
 def _word_rows(words: list[Word]) -> list[list[Word]]:
-    rows: list[list[Word]] = []
-    for word in sorted(words, key=lambda w: (w[1] + w[3]) / 2):
-        middle = (word[1] + word[3]) / 2
-        if rows and abs(middle - (rows[-1][0][1] + rows[-1][0][3]) / 2) <= 0.35 * (word[3] - word[1]):
-            rows[-1].append(word)
-        else:
-            rows.append([word])
-    return [sorted(row, key=lambda w: w[0]) for row in rows]
+    return _rows(words, lambda word: (word[0], word[1], word[2], word[3]))
 
 
 def _pieces(row: list[Word], size: float) -> list[Piece]:
