@@ -64,7 +64,7 @@ def test_original_project_yaml_loads_and_resolves_paths(tmp_path: Path):
     assert config.output_dir == (tmp_path / "out").resolve()
     assert config.parsing.pdf.extract_tables is False
     assert config.training.num_epochs == "auto" and config.training.lora.r == 8
-    assert config.scoring.enabled is True  # null section → defaults
+    assert config.scoring.enabled is False  # null section → defaults (off, as in the original)
     assert config.questions.categories["overview"] == ["What is this document about?"]
 
 

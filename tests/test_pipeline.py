@@ -44,6 +44,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     CALLS.clear()
 
     def make(**raw):
+        raw.setdefault("scoring", {"enabled": True})  # off by default, as in the original
         config = parse_config({"paths": {"documents": str(docs), "output": str(tmp_path / "output")}, **raw})
         return StageContext(config=config, workspace=Workspace(config.output_dir))
 

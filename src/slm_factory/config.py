@@ -206,7 +206,10 @@ class ValidationSection(Section):
     min_answer_length: int = Field(20, ge=0, description="Shortest answer kept, in characters.")
     max_answer_length: int = Field(2000, gt=0, description="Longest answer kept, in characters.")
     remove_empty: bool = Field(True, description="Drop pairs with an empty question or answer.")
-    deduplicate: bool = Field(True, description="Drop repeated questions.")
+    deduplicate: bool = Field(True, description="Drop repeated and near-duplicate questions (keeps the best of each group).")
+    near_duplicate_threshold: float = Field(
+        0.8, gt=0, le=1, description="Estimated Jaccard similarity (character shingles) from which two questions count as near-duplicates."
+    )
     reject_patterns: list[str] = Field(
         default_factory=lambda: list(DEFAULT_REJECT_PATTERNS),
         description="Regular expressions; an answer matching one is rejected.",
@@ -231,13 +234,13 @@ class ValidationSection(Section):
 
 
 class ScoringSection(Section):
-    enabled: bool = Field(True, description="Let the teacher score each pair 1-5.")
+    enabled: bool = Field(False, description="Let the teacher score each pair 1-5 against its source (more teacher calls).")
     threshold: float = Field(3.0, ge=1, le=5, description="Least score kept.")
     max_concurrency: int = Field(4, gt=0, description="Scoring requests in flight at once.")
 
 
 class AugmentSection(Section):
-    enabled: bool = Field(True, description="Add paraphrased questions.")
+    enabled: bool = Field(False, description="Add paraphrased questions (more teacher calls).")
     num_variants: int = Field(2, ge=0, description="Paraphrases per question.")
     max_concurrency: int = Field(4, gt=0, description="Paraphrase requests in flight at once.")
 
@@ -308,7 +311,13 @@ class ExportSection(Section):
 
 class EvalSection(Section):
     enabled: bool = Field(True, description="Evaluate on held-out questions after training.")
-    test_split: float = Field(0.1, gt=0, lt=1, description="Share of documents' pairs held out for evaluation.")
+    test_split: float = Field(0.1, gt=0, lt=1, description="Share of pairs (or of documents) held out for evaluation.")
+    holdout: Literal["probes", "documents"] = Field(
+        "probes",
+        description="probes: the teacher rewords a share of the pairs' questions; the parents are trained on, "
+        "the probes never are. documents: whole documents are held out (measures generalisation).",
+    )
+    seed: int = Field(42, description="Seed of the held-out choice (the same pairs across reruns).")
     metrics: list[str] = Field(default_factory=lambda: ["bleu", "rouge"], description="Metrics to compute.")
     max_samples: int = Field(20, gt=0, description="Most held-out questions asked.")
     output_file: str = Field("eval_results.json", description="Name of the evaluation artifact.")

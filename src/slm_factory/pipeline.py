@@ -67,6 +67,7 @@ class StageContext:
     log: logging.Logger = log
     # Replaces the configured teacher backend (a scripted one in tests, or one built by a caller).
     teacher_backend: Any = None
+    current_stage: str | None = None  # set by the runner: where a Ctrl-C landed
 
 
 @dataclass(frozen=True)
@@ -78,11 +79,29 @@ class Stage:
     runner: str  # "module:function", imported only when the stage runs
     enabled: Callable[[ProjectConfig], bool] = lambda config: True
     description: str = ""
+    # QA pairs flow through the curation stages: a stage that reads pairs reads the output of
+    # the nearest earlier enabled stage that makes them (score off: split reads qa_validated).
+    reads_pairs: bool = False
+    makes_pairs: bool = False
+    also_writes: tuple[str, ...] = ()
+    # Inputs that depend on the config (augment reads qa_test only when a test set is made).
+    more_inputs: Callable[[ProjectConfig], tuple[str, ...]] = lambda config: ()
 
     def run(self, ctx: StageContext) -> StageResult:
         module, _, function = self.runner.partition(":")
         return getattr(importlib.import_module(module), function)(ctx)
 
+
+class StageError(Exception):
+    """A problem the user can fix (a missing input, a bad --data file, a model path that does not
+    exist): the runner prints its message as one line -- name the file or key and what to do --
+    and the command exits 1. Never a traceback."""
+
+
+_TEACHER_KEYS = ("project.language", "teacher.backend", "teacher.model", "teacher.temperature",
+                 "teacher.max_tokens")
+# Chunk ids and texts are rebuilt from parsed_documents with these settings.
+_CHUNK_KEYS = ("chunking", "teacher.max_context_chars")
 
 STAGES: list[Stage] = [
     Stage(
@@ -97,21 +116,90 @@ STAGES: list[Stage] = [
         name="generate",
         inputs=("parsed_documents",),
         output="qa_alpaca",
-        config_keys=("project.language", "teacher.backend", "teacher.model", "teacher.temperature",
-                     "teacher.max_context_chars", "teacher.max_tokens", "questions", "chunking"),
+        config_keys=(*_TEACHER_KEYS, *_CHUNK_KEYS, "questions"),
         runner="slm_factory.generation.stage:run",
+        makes_pairs=True,
         description="parsed_documents.json → qa_alpaca.json (teacher writes QA pairs)",
     ),
     Stage(
         name="generate-dialogue",
         inputs=("qa_alpaca",),
         output="dialogues",
-        config_keys=("project.language", "teacher.backend", "teacher.model", "teacher.temperature", "dialogue"),
+        config_keys=(*_TEACHER_KEYS, "dialogue"),
         runner="slm_factory.generation.dialogue:run",
         enabled=lambda config: config.dialogue.enabled,
         description="qa_alpaca.json → dialogues.json (multi-turn)",
     ),
+    Stage(
+        name="validate",
+        inputs=("parsed_documents",),
+        output="qa_validated",
+        config_keys=("project.language", *_CHUNK_KEYS, "validation"),
+        runner="slm_factory.curation.validate:run",
+        enabled=lambda config: config.validation.enabled,
+        reads_pairs=True,
+        makes_pairs=True,
+        also_writes=("rejected_validate",),
+        description="qa_alpaca.json → qa_validated.json (rules, near-duplicates, groundedness, language)",
+    ),
+    Stage(
+        name="score",
+        inputs=("parsed_documents",),
+        output="qa_scored",
+        config_keys=(*_TEACHER_KEYS, *_CHUNK_KEYS, "scoring"),
+        runner="slm_factory.curation.score:run",
+        enabled=lambda config: config.scoring.enabled,
+        reads_pairs=True,
+        makes_pairs=True,
+        also_writes=("rejected_score",),
+        description="→ qa_scored.json (teacher judges each pair 1-5 against its source)",
+    ),
+    Stage(
+        name="split",
+        inputs=("parsed_documents",),
+        output="qa_train",
+        config_keys=(*_TEACHER_KEYS, *_CHUNK_KEYS, "eval.test_split", "eval.holdout", "eval.seed",
+                     "validation.near_duplicate_threshold"),
+        runner="slm_factory.curation.split:run",
+        enabled=lambda config: config.eval.enabled,
+        reads_pairs=True,
+        makes_pairs=True,
+        also_writes=("qa_test", "rejected_split"),
+        description="→ qa_train.json + qa_test.json (held-out probes, never trained on)",
+    ),
+    Stage(
+        name="augment",
+        inputs=(),
+        output="qa_augmented",
+        config_keys=(*_TEACHER_KEYS, "augment", "validation.near_duplicate_threshold"),
+        runner="slm_factory.curation.augment:run",
+        enabled=lambda config: config.augment.enabled,
+        reads_pairs=True,
+        makes_pairs=True,
+        also_writes=("rejected_augment",),
+        more_inputs=lambda config: ("qa_test",) if config.eval.enabled else (),
+        description="→ qa_augmented.json (paraphrased questions)",
+    ),
+    Stage(
+        name="analyze",
+        inputs=("parsed_documents",),
+        output="data_analysis",
+        config_keys=("project.language", *_CHUNK_KEYS, "analyzer", "student.model"),
+        runner="slm_factory.curation.analyze:run",
+        enabled=lambda config: config.analyzer.enabled,
+        reads_pairs=True,
+        also_writes=("report",),
+        more_inputs=lambda config: _analysed_extras(config),
+        description="→ data_analysis.json + report.html",
+    ),
 ]
+
+
+def _analysed_extras(config: ProjectConfig) -> tuple[str, ...]:
+    """Besides the pairs, analyze reads every enabled stage's rejections and the test set."""
+    names = [name for stage in STAGES if stage.enabled(config) for name in stage.also_writes
+             if name.startswith("rejected_")]
+    return (*names, "qa_test") if config.eval.enabled else tuple(names)
 
 
 def stage_named(name: str) -> Stage:
@@ -140,17 +228,40 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def pairs_input(stage: Stage, config: ProjectConfig) -> str:
+    """The artifact of QA pairs `stage` reads: the output of the nearest earlier enabled stage
+    that makes pairs (qa_alpaca when every curation stage before it is off)."""
+    index = STAGES.index(stage)
+    for earlier in reversed(STAGES[:index]):
+        if earlier.makes_pairs and earlier.enabled(config):
+            return earlier.output
+    return "qa_alpaca"
+
+
+def stage_inputs(stage: Stage, config: ProjectConfig) -> tuple[str, ...]:
+    pairs = (pairs_input(stage, config),) if stage.reads_pairs else ()
+    return (*stage.inputs, *pairs, *stage.more_inputs(config))
+
+
 def config_fingerprint(stage: Stage, config: ProjectConfig) -> str:
     keys = {key: _plain(config.section(key)) for key in stage.config_keys}
     return _digest(json.dumps(keys, sort_keys=True, ensure_ascii=False).encode())
 
 
-def input_fingerprint(stage: Stage, config: ProjectConfig, workspace: Workspace) -> str:
+def input_fingerprint(stage: Stage, config: ProjectConfig, workspace: Workspace, data: str | None = None) -> str:
+    """Every input's signature; `data` is a file given with --data in place of the pairs input."""
     parts = []
-    for name in stage.inputs:
+    for name in stage_inputs(stage, config):
         path = config.documents_dir if name == DOCUMENTS else workspace.path(name)
         parts.append(f"{name}={_path_signature(path)}")
+    if data:
+        parts.append(f"--data {Path(data).resolve()}={_path_signature(Path(data))}")
     return _digest("\n".join(parts).encode())
+
+
+def output_signature(stage: Stage, workspace: Workspace) -> str:
+    names = (stage.output, *stage.also_writes)
+    return _digest("\n".join(_path_signature(workspace.path(name)) for name in names).encode())
 
 
 def _path_signature(path: Path) -> str:
@@ -217,7 +328,7 @@ def stage_status(config: ProjectConfig, workspace: Workspace) -> list[StageStatu
             stage, config
         ) and recorded.get("inputs") == input_fingerprint(stage, config, workspace) and recorded.get(
             "output"
-        ) == _path_signature(path)
+        ) == output_signature(stage, workspace)
         enabled = stage.enabled(config)
         if enabled and not current:
             stale_before = True
@@ -260,19 +371,21 @@ def select_stages(start: str | None, end: str | None) -> list[Stage]:
 
 
 def run_pipeline(
-    ctx: StageContext, start: str | None = None, end: str | None = None, resume: bool = False
+    ctx: StageContext, start: str | None = None, end: str | None = None, resume: bool = False,
+    report: Callable[[StageRun], None] = lambda run: None,
 ) -> list[StageRun]:
-    """Run stages from `start` to `end`; with `resume`, skip those whose fingerprint holds."""
+    """Run stages from `start` to `end`; with `resume`, skip those whose fingerprint holds.
+    `report` hears of each stage as it ends."""
     runs: list[StageRun] = []
     up_to_date = {row.name for row in stage_status(ctx.config, ctx.workspace) if row.up_to_date}
     for stage in select_stages(start, end):
         if not stage.enabled(ctx.config):
-            runs.append(StageRun(stage.name, "skipped"))
-            continue
-        if resume and stage.name in up_to_date:
-            runs.append(StageRun(stage.name, "up-to-date"))
-            continue
-        run = run_stage(stage, ctx)
+            run = StageRun(stage.name, "skipped")
+        elif resume and stage.name in up_to_date:
+            run = StageRun(stage.name, "up-to-date")
+        else:
+            run = run_stage(stage, ctx)
+        report(run)
         runs.append(run)
         if run.status == "failed":
             break
@@ -283,11 +396,11 @@ def stages_needed_for(target: Stage, config: ProjectConfig, workspace: Workspace
     """The earlier stages that make what `target` reads (directly or through each other) and
     whose output is missing or stale, in pipeline order: `generate` in a fresh project needs
     `parse`, as in the original slm-factory."""
-    producers = {stage.output: stage for stage in STAGES}
+    producers = {name: stage for stage in STAGES for name in (stage.output, *stage.also_writes)}
     needed: set[str] = set()
     pending = [target]
     while pending:
-        for artifact in pending.pop().inputs:
+        for artifact in stage_inputs(pending.pop(), config):
             producer = producers.get(artifact)
             if producer is not None and producer.name not in needed and producer is not target:
                 needed.add(producer.name)
@@ -312,9 +425,15 @@ def run_with_prerequisites(
 
 
 def run_stage(stage: Stage, ctx: StageContext) -> StageRun:
+    from slm_factory.workspace import ArtifactError
+
     ctx.workspace.ensure()
+    ctx.current_stage = stage.name
     started = time.perf_counter()
-    result = stage.run(ctx)
+    try:
+        result = stage.run(ctx)
+    except (StageError, ArtifactError) as error:
+        result = StageResult(failed=True, lines=[str(error)])
     seconds = time.perf_counter() - started
     if result.failed:
         return StageRun(stage.name, "failed", result, seconds)
@@ -327,8 +446,8 @@ def _record(stage: Stage, ctx: StageContext, result: StageResult, seconds: float
     stages = state.setdefault("stages", {})
     stages[stage.name] = {
         "config": config_fingerprint(stage, ctx.config),
-        "inputs": input_fingerprint(stage, ctx.config, ctx.workspace),
-        "output": _path_signature(ctx.workspace.path(stage.output)),
+        "inputs": input_fingerprint(stage, ctx.config, ctx.workspace, ctx.options.get("data")),
+        "output": output_signature(stage, ctx.workspace),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seconds": round(seconds, 3),
         "items": result.items,

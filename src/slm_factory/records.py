@@ -5,7 +5,8 @@ Records are pydantic models so that every artifact round-trips through JSON unch
 
 from __future__ import annotations
 
-from typing import Literal
+import hashlib
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -108,9 +109,13 @@ class Chunk(BaseModel):
 
 
 class QAPair(BaseModel):
-    """One training pair: an Alpaca record (instruction, input, output) plus provenance."""
+    """One training pair: an Alpaca record (instruction, input, output) plus provenance.
 
-    id: str = Field(description="stable hash of document, chunk and question")
+    A plain Alpaca record (no id, as other tools write them) is accepted: its id is then a hash
+    of its question and answer, so it stays the same across reruns.
+    """
+
+    id: str = Field("", description="stable hash of document, chunk and question")
     instruction: str
     input: str = ""
     output: str
@@ -121,8 +126,25 @@ class QAPair(BaseModel):
     section: str = ""
     category: str = ""
     teacher: str = ""
-    origin: Literal["generated", "paraphrase", "reviewed"] = "generated"
+    origin: Literal["generated", "paraphrase", "reviewed", "probe"] = "generated"
     score: float | None = None
+    score_reason: str = ""
+    parent_id: str = Field("", description="the pair a paraphrase or held-out probe was written from")
+
+    def model_post_init(self, __context: object) -> None:
+        if not self.id:
+            key = "\x1f".join((" ".join(self.instruction.split()), " ".join(self.output.split())))
+            self.id = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+
+
+class Rejection(BaseModel):
+    """Why a curation stage dropped a pair: one record per dropped pair, the pair kept whole."""
+
+    id: str
+    stage: str
+    rule: str = Field(description="a short fixed name: empty, too_short, near_duplicate, ...")
+    detail: str = ""
+    pair: dict[str, Any] = Field(default_factory=dict)
 
 
 class Dialogue(BaseModel):

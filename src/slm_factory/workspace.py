@@ -12,13 +12,20 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+ModelT = TypeVar("ModelT", bound="BaseModel")
 
 # Artifact names are kept from the original slm-factory so its users find their files.
 ARTIFACTS: dict[str, str] = {
     "parsed_documents": "parsed_documents.json",
     "qa_alpaca": "qa_alpaca.json",
+    "qa_validated": "qa_validated.json",
     "qa_scored": "qa_scored.json",
+    "qa_train": "qa_train.json",
     "qa_augmented": "qa_augmented.json",
     "qa_reviewed": "qa_reviewed.json",
     "qa_test": "qa_test.json",
@@ -32,8 +39,14 @@ ARTIFACTS: dict[str, str] = {
     "gguf": "gguf",
     "eval_results": "eval_results.json",
     "compare_results": "compare_results.json",
+    # One rejection record per dropped pair (id, stage, rule, detail, the pair), per stage.
+    "rejected_validate": "rejected/validate.json",
+    "rejected_score": "rejected/score.json",
+    "rejected_split": "rejected/split.json",
+    "rejected_augment": "rejected/augment.json",
 }
-INTERMEDIATE = ("qa_scored", "qa_augmented", "data_analysis")
+INTERMEDIATE = ("qa_validated", "qa_scored", "qa_augmented", "data_analysis", "report",
+                "rejected_validate", "rejected_score", "rejected_split", "rejected_augment")
 STATE_FILE = ".state.json"
 PARSE_CACHE_DIR = ".parse_cache"  # one parsed document per file, reused by the next parse
 
@@ -68,7 +81,7 @@ class Workspace:
         return target
 
     def read_json(self, artifact: str) -> Any:
-        return json.loads(self.path(artifact).read_text(encoding="utf-8"))
+        return read_json_file(self.path(artifact), ARTIFACTS[artifact])
 
     def checkpoint(self, artifact: str) -> "Checkpoint":
         return Checkpoint(self.partial_path(artifact))
@@ -82,6 +95,53 @@ class Workspace:
 
     def save_state(self, state: dict[str, Any]) -> None:
         write_atomic(self.state_path, json.dumps(state, ensure_ascii=False, indent=2).encode("utf-8"))
+
+
+class ArtifactError(Exception):
+    """An input file that is missing, damaged or not what it should be: a user-fixable problem,
+    reported as one line naming the file and what to do (never a traceback)."""
+
+
+def read_json_file(path: Path, name: str | None = None) -> Any:
+    """Read a JSON file; a missing or damaged one raises ArtifactError naming it."""
+    label = name or str(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArtifactError(f"{path} is missing") from None
+    except IsADirectoryError:
+        raise ArtifactError(f"{path} is a folder, not a JSON file") from None
+    except UnicodeDecodeError:
+        raise ArtifactError(f"{label} is not UTF-8 text; is it the right file?") from None
+    except json.JSONDecodeError as error:
+        raise ArtifactError(
+            f"{label} is damaged (not valid JSON at line {error.lineno}, column {error.colno}); "
+            "rerun the stage that writes it"
+        ) from None
+
+
+def read_records(path: Path, model: type[ModelT], label: str | None = None) -> list[ModelT]:
+    """A JSON list of records (QA pairs, documents), each checked against `model`; a file that
+    is not such a list raises ArtifactError naming the file, the record and the field."""
+    from pydantic import ValidationError
+
+    data = read_json_file(path, label)
+    if isinstance(data, dict) and isinstance(data.get("documents"), list):
+        data = data["documents"]
+    if not isinstance(data, list):
+        raise ArtifactError(f"{label or path} should hold a JSON list of records, not a {type(data).__name__}")
+    records = []
+    for index, item in enumerate(data):
+        try:
+            records.append(model.model_validate(item))
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "record"
+            raise ArtifactError(
+                f"{label or path}: record {index + 1} is not a {model.__name__} ({where}: {first['msg']}); "
+                "is it from an older version or another tool? rerun the stage that writes it"
+            ) from None
+    return records
 
 
 def write_atomic(target: Path, data: bytes) -> None:

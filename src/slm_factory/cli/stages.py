@@ -1,4 +1,4 @@
-"""Stage commands: parse, and run (a range of stages with resume)."""
+"""Stage commands: parse, generate, the curation stages, and run (a range of stages with resume)."""
 
 from __future__ import annotations
 
@@ -64,6 +64,10 @@ def _run_one(name: str, config: Path, **options: object) -> StageRun:
 
     ctx = _context(config, **options)
     stage = stage_named(name)
+    if not stage.enabled(ctx.config):
+        key = _ENABLE_KEYS.get(name, f"{name}.enabled")
+        console.print(f"{name}: off in {config} (set {key}: true to run it)", highlight=False)
+        raise typer.Exit(0)
     try:
         with locked(ctx.workspace.root, name):
             if options.get("data"):
@@ -72,14 +76,26 @@ def _run_one(name: str, config: Path, **options: object) -> StageRun:
             else:
                 runs = run_with_prerequisites(stage, ctx, report=_print_run)
     except KeyboardInterrupt:
-        partial = ctx.workspace.partial_path(stage.output)
-        kept = f"finished work is kept in {partial}; run the command again to resume" if partial.exists() \
-            else "nothing was written; run the command again"
-        errors.print(f"interrupted; {kept}", highlight=False, soft_wrap=True)
-        raise typer.Exit(130) from None
+        raise _interrupted(ctx) from None
     if runs[-1].status == "failed":
         raise typer.Exit(1)
     return runs[-1]
+
+
+_ENABLE_KEYS = {"validate": "validation.enabled", "score": "scoring.enabled", "split": "eval.enabled",
+                "augment": "augment.enabled", "analyze": "analyzer.enabled", "generate-dialogue": "dialogue.enabled"}
+
+
+def _interrupted(ctx: StageContext) -> typer.Exit:
+    """Ctrl-C: say what was kept of the stage that was running and how to go on."""
+    from slm_factory.pipeline import stage_named
+
+    name = ctx.current_stage
+    partial = ctx.workspace.partial_path(stage_named(name).output) if name else None
+    kept = (f"finished work of {name} is kept in {partial}; run the command again to resume"
+            if partial is not None and partial.exists() else "nothing of the running stage was written; run the command again")
+    errors.print(f"interrupted; {kept}", highlight=False, soft_wrap=True)
+    return typer.Exit(130)
 
 
 @app.command()
@@ -126,9 +142,35 @@ def run_command(
             errors.print(f"[red]error:[/red] {error.args[0]}", markup=True, highlight=False)
             raise typer.Exit(2) from None
     ctx = _context(config)
-    with locked(ctx.workspace.root, "run"):
-        runs = run_pipeline(ctx, start, end, resume)
-    for run in runs:
-        _print_run(run)
+    runs: list[StageRun] = []
+    try:
+        with locked(ctx.workspace.root, "run"):
+            run_pipeline(ctx, start, end, resume, report=lambda run: (runs.append(run), _print_run(run)))
+    except KeyboardInterrupt:
+        raise _interrupted(ctx) from None
     if any(run.status == "failed" for run in runs):
         raise typer.Exit(1)
+
+
+DataOption = Annotated[Path | None, typer.Option("--data", help="Pairs to work on instead of the previous stage's output (qa_alpaca-style JSON list).")]
+
+
+def _curation_command(name: str, doc: str) -> None:
+    def command(
+        config: ConfigOption = Path("project.yaml"),
+        data: DataOption = None,
+        verbose: VerboseOption = False,
+        quiet: QuietOption = False,
+    ) -> None:
+        setup_output(verbose, quiet)
+        _run_one(name, config, data=str(data) if data else None)
+
+    command.__doc__ = doc
+    app.command(name)(command)
+
+
+_curation_command("validate", "Filter QA pairs (rules, near-duplicates, contradictions, groundedness, language) into output/qa_validated.json.")
+_curation_command("score", "Let the teacher judge each pair 1-5 against its source; keep those above scoring.threshold in output/qa_scored.json.")
+_curation_command("split", "Hold out test probes (output/qa_test.json, never trained on); training pairs go to output/qa_train.json.")
+_curation_command("augment", "Add paraphrased questions to the training pairs in output/qa_augmented.json.")
+_curation_command("analyze", "Write output/data_analysis.json and output/report.html about the dataset.")
