@@ -36,7 +36,10 @@ def _print_run(run: StageRun) -> None:
             table.add_row(fmt, str(row["parsed"]), str(row["warned"]), str(row["failed"]))
         console.print(table)
     counts = ", ".join(f"{k} {v}" for k, v in result.counts.items())
-    console.print(f"{run.stage}: {result.items} items ({counts}) in {run.seconds:.1f} s", highlight=False)
+    if result.summary:
+        console.print(f"{result.summary} in {run.seconds:.1f} s", highlight=False)
+    else:
+        console.print(f"{run.stage}: {result.items} items ({counts}) in {run.seconds:.1f} s", highlight=False)
     if result.extra.get("teacher"):
         console.print(teacher_summary(result.extra["teacher"]), highlight=False)
     for line in result.lines:
