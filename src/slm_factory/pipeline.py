@@ -101,6 +101,13 @@ class StageError(Exception):
     and the command exits 1. Never a traceback."""
 
 
+# Settings that change how the work is done, never what it produces: a stage may read them
+# without listing them (tests/test_fingerprints.py checks every other key a stage reads is listed).
+NEUTRAL_KEYS = (
+    "paths.output", "teacher.api_base", "teacher.api_key", "teacher.timeout", "teacher.max_concurrency",
+    "teacher.max_retries", "teacher.keep_alive", "teacher.cache", "teacher.num_ctx",
+    "scoring.max_concurrency", "augment.max_concurrency",
+)
 _TEACHER_KEYS = ("project.language", "teacher.backend", "teacher.model", "teacher.temperature",
                  "teacher.max_tokens")
 # Chunk ids and texts are rebuilt from parsed_documents with these settings.

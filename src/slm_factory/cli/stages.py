@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from slm_factory.cli import app
-from slm_factory.cli.common import teacher_summary, ConfigOption, QuietOption, RichProgress, VerboseOption, console, errors, load_project, locked, setup_output
+from slm_factory.cli.common import fail, teacher_summary, ConfigOption, QuietOption, RichProgress, VerboseOption, console, errors, load_project, locked, setup_output
 from slm_factory.pipeline import StageContext, StageRun
 from slm_factory.workspace import Workspace
 
@@ -69,7 +69,7 @@ def _run_one(name: str, config: Path, **options: object) -> StageRun:
     stage = stage_named(name)
     if not stage.enabled(ctx.config):
         key = _ENABLE_KEYS.get(name, f"{name}.enabled")
-        console.print(f"{name}: off in {config} (set {key}: true to run it)", highlight=False)
+        console.print(f"{name}: off in {config} (set {key}: true to run it)", highlight=False, soft_wrap=True)
         raise typer.Exit(0)
     try:
         with locked(ctx.workspace.root, name):
@@ -142,8 +142,12 @@ def run_command(
         try:
             stage_named(name)
         except KeyError as error:
-            errors.print(f"[red]error:[/red] {error.args[0]}", markup=True, highlight=False)
-            raise typer.Exit(2) from None
+            from difflib import get_close_matches
+            from slm_factory.pipeline import STAGES
+
+            near = get_close_matches(name, [s.name for s in STAGES], n=1, cutoff=0.5)
+            hint = f" (did you mean {near[0]}?)" if near else ""
+            raise fail(f"{error.args[0]}{hint}", 2) from None
     ctx = _context(config)
     runs: list[StageRun] = []
     try:

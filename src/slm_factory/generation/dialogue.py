@@ -57,10 +57,15 @@ def _titles(ctx: StageContext) -> dict[str, str]:
 def run(ctx: StageContext) -> StageResult:
     from slm_factory.teacher import TeacherError, open_teacher
 
-    source = Path(ctx.options.get("data") or ctx.workspace.path("qa_alpaca"))
+    from slm_factory.records import QAPair
+    from slm_factory.workspace import read_records
+
+    data = ctx.options.get("data")
+    source = Path(data or ctx.workspace.path("qa_alpaca"))
     if not source.exists():
-        return StageResult(failed=True, lines=[f"{source} is missing; run `slm-factory generate` first"])
-    pairs = json.loads(source.read_text(encoding="utf-8"))
+        missing = f"--data {data}: no such file" if data else f"{source} is missing; run `slm-factory generate` first"
+        return StageResult(failed=True, lines=[missing])
+    pairs = [pair.model_dump() for pair in read_records(source, QAPair, f"--data {data}" if data else "qa_alpaca.json")]
     section = ctx.config.dialogue
     groups = group_pairs(pairs, section.min_turns, section.max_turns)
     titles = _titles(ctx)

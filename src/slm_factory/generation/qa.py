@@ -14,6 +14,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from slm_factory.config import ProjectConfig
@@ -94,9 +95,23 @@ def questions_per_chunk(config: ProjectConfig, chunk: Chunk) -> int:
 def fixed_questions(config: ProjectConfig) -> list[tuple[str, str]]:
     path = config.questions_file
     if path is not None:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = _read_questions_file(path, config.questions.file)
         return [("", line.strip()) for line in lines if line.strip() and not line.lstrip().startswith("#")]
     return [(category, q) for category, items in config.questions.categories.items() for q in items]
+
+
+def _read_questions_file(path: Path, written: Path | None) -> list[str]:
+    from slm_factory.pipeline import StageError
+
+    where = f"questions.file: {written}" + (f" ({path})" if str(written) != str(path) else "")
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise StageError(f"{where} does not exist; write one question per line there or remove the key") from None
+    except UnicodeDecodeError:
+        raise StageError(f"{where} is not UTF-8 text; save it as UTF-8") from None
+    except OSError as error:
+        raise StageError(f"{where} cannot be read: {error.strerror}") from None
 
 
 def chunk_budget(config: ProjectConfig) -> int:

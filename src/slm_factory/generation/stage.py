@@ -23,7 +23,9 @@ def system_prompt(ctx: StageContext) -> str:
 
 
 def load_documents(ctx: StageContext) -> list[Document]:
-    return [Document.model_validate(d) for d in ctx.workspace.read_json("parsed_documents")]
+    from slm_factory.workspace import read_records
+
+    return read_records(ctx.workspace.path("parsed_documents"), Document, "parsed_documents.json")
 
 
 def run(ctx: StageContext) -> StageResult:
