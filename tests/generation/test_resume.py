@@ -56,8 +56,8 @@ def make_project(root: Path, base: str) -> Path:
     return config
 
 
-def generate(config: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "slm_factory", "generate", "-q", "-c", str(config)],
+def generate(config: Path, command: str = "generate") -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "slm_factory", command, "-q", "-c", str(config)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -120,10 +120,11 @@ def test_kill_nine_at_several_points_then_resume_matches_an_uninterrupted_run(tm
 
 
 @pytest.mark.slow
-def test_ctrl_c_keeps_finished_work_and_says_how_to_resume(tmp_path: Path, echo_teacher):
+@pytest.mark.parametrize("command", ["generate", "run"])
+def test_ctrl_c_keeps_finished_work_and_says_how_to_resume(tmp_path: Path, echo_teacher, command: str):
     base, _ = echo_teacher
     config = make_project(tmp_path / "interrupted", base)
-    process = generate(config)
+    process = generate(config, command)
     deadline = time.monotonic() + 120
     while len(finished_items(config)) < 5 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
