@@ -1,0 +1,118 @@
+"""The `score` stage: the teacher judges each pair 1-5 against a rubric and the pair's own source.
+
+The original slm-factory's judge saw only the question and the answer, so it could not tell a
+fluent wrong answer from a right one; here it reads the chunk the pair was written from
+(correct per the source, complete, self-contained question, useful). The reply is structured
+({"score": 1-5, "reason": ...}); one that cannot be read is asked again and never counts as a
+pass. A pair still without a verdict is left out of qa_scored.json and counted as failed; a
+rerun asks only for those (teacher_work's ledger). `scoring.threshold` is applied after the
+teacher is asked, so changing it costs no teacher call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slm_factory.curation import prompts
+from slm_factory.curation.common import Sources, input_pairs, reason_counts, write_rejections
+from slm_factory.curation.teacher_work import ask_each
+from slm_factory.pipeline import StageContext, StageResult
+from slm_factory.records import QAPair, Rejection
+
+# An enum, not minimum/maximum: llama.cpp's grammar and every structured-output server honour
+# it, and the pool's own schema check re-asks when a reply falls outside it.
+SCORE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "score": {"type": "integer", "enum": [1, 2, 3, 4, 5]},
+        "reason": {"type": "string"},
+    },
+    "required": ["score", "reason"],
+}
+
+
+def score_messages(pair: QAPair, title: str, source: str, language: str) -> list[dict[str, str]]:
+    """The judge's prompt; `source` empty means the pair's chunk could not be found."""
+    block = prompts.render("score_source", language, text=source.strip()) if source.strip() else \
+        prompts.prompt_text("score_no_source", language)
+    body = prompts.render("score", language, title=title, source=block.strip() + "\n",
+                          question=pair.instruction.strip(), answer=pair.output.strip())
+    return [{"role": "user", "content": body}]
+
+
+def parse_verdict(pair: QAPair, data: Any) -> dict[str, Any]:
+    """{"score": int 1-5, "reason": str}; anything else raises ValueError (asked again)."""
+    if not isinstance(data, dict):
+        raise ValueError('expected {"score": 1-5, "reason": "..."}')
+    score = data.get("score")
+    if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 5:
+        raise ValueError(f"score must be an integer from 1 to 5, got {score!r}")
+    reason = data.get("reason")
+    if not isinstance(reason, str) or not reason.strip():
+        raise ValueError("the reason is empty; say in one sentence why the pair gets this score")
+    return {"score": score, "reason": " ".join(reason.split())}
+
+
+def run(ctx: StageContext) -> StageResult:
+    pairs = input_pairs(ctx, "score")
+    sources = Sources(ctx)
+    section = ctx.config.scoring
+    unsourced = [pair for pair in pairs if not sources.chunk_text(pair)]
+    if unsourced:
+        ctx.log.warning(f"{len(unsourced)} of {len(pairs)} pairs have no findable source chunk (pairs from "
+                        "--data or documents parsed since); they are judged without it")
+
+    def messages(pair: QAPair) -> list[dict[str, str]]:
+        document = sources.documents.get(pair.doc_id)
+        title = (document.title if document is not None else "") or pair.source_doc or "?"
+        return score_messages(pair, title, sources.chunk_text(pair), sources.language(pair))
+
+    work = ask_each(ctx, artifact="qa_scored", items=pairs, item_id=lambda pair: pair.id, messages=messages,
+                    schema=SCORE_SCHEMA, parse=parse_verdict, settings={"task": "score"},
+                    description="Scoring", max_concurrency=section.max_concurrency)
+    if work.stopped:
+        return StageResult(failed=True, lines=[
+            work.stopped,
+            f"{len(work.results)} of {len(pairs)} verdicts are saved in "
+            f"{ctx.workspace.partial_path('qa_scored').name}; run `slm-factory score` again when the teacher works"])
+    if pairs and not work.results:
+        return StageResult(failed=True, lines=[
+            f"no pair got a readable verdict ({len(work.failures)} failed); qa_scored.json was not written",
+            *work.failure_lines(limit=3)])
+    kept: list[QAPair] = []
+    rejections: list[Rejection] = []
+    for pair in pairs:
+        verdict = work.results.get(pair.id)
+        if verdict is None:
+            continue
+        judged = pair.model_copy(update={"score": float(verdict["score"]), "score_reason": verdict["reason"]})
+        if verdict["score"] >= section.threshold:
+            kept.append(judged)
+        else:
+            rejections.append(Rejection(id=pair.id, stage="score", rule="low_score",
+                                        detail=f"score {verdict['score']}: {verdict['reason']}",
+                                        pair=judged.model_dump()))
+    ctx.workspace.write_json("qa_scored", [pair.model_dump() for pair in kept])
+    write_rejections(ctx, "rejected_score", rejections)
+    return _result(ctx, work, pairs, kept, rejections, len(unsourced))
+
+
+def _result(ctx: StageContext, work: Any, pairs: list[QAPair], kept: list[QAPair], rejections: list[Rejection],
+            unsourced: int) -> StageResult:
+    histogram = {str(s): 0 for s in range(1, 6)}
+    for verdict in work.results.values():
+        histogram[str(verdict["score"])] += 1
+    result = StageResult(
+        items=len(kept),
+        counts={"passed": len(kept), "filtered": len(rejections), "failed": len(work.failures),
+                "reused": work.reused, "without_source": unsourced},
+        extra={"teacher": work.teacher_stats, "rejections": reason_counts(rejections), "scores": histogram},
+        summary=f"Score complete: {len(kept)} passed, {len(rejections)} filtered (out of {len(pairs)} validated)",
+    )
+    by_id = {pair.id: pair for pair in pairs}
+    for line in work.failure_lines(lambda i: f"{by_id[i].source_doc}: {by_id[i].instruction[:60]!r}"):
+        ctx.log.warning(line)
+    if work.failures:
+        result.lines.append(f"{len(work.failures)} pairs got no readable verdict and are left out of qa_scored.json; "
+                            "run `slm-factory score` again to retry only those")
+    return result
