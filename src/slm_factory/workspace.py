@@ -28,6 +28,8 @@ ARTIFACTS: dict[str, str] = {
     "qa_train": "qa_train.json",
     "qa_augmented": "qa_augmented.json",
     "qa_reviewed": "qa_reviewed.json",
+    # Every review decision as it is made (append-only): qa_reviewed.json is rebuilt from it.
+    "review_log": "qa_reviewed.decisions.jsonl",
     "qa_test": "qa_test.json",
     "data_analysis": "data_analysis.json",
     "report": "report.html",

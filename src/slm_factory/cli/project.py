@@ -101,9 +101,12 @@ def status(
     rows = stage_status(project, workspace)
     start = resume_point(rows)
     stats = {name: s.get("stats", {}) for name, s in workspace.load_state().get("stages", {}).items()}
+    from slm_factory.curation.review_log import reviewed_summary
+
+    reviewed = reviewed_summary(workspace)
     if as_json:
-        print(json.dumps({"stages": [asdict(r) for r in rows], "resume_from": start, "stats": stats},
-                         ensure_ascii=False, indent=2))
+        print(json.dumps({"stages": [asdict(r) for r in rows], "resume_from": start, "stats": stats,
+                          "reviewed": reviewed}, ensure_ascii=False, indent=2))
         return
     from rich.table import Table
 
@@ -116,6 +119,9 @@ def status(
     for name, stage_stats in stats.items():
         if stage_stats.get("teacher"):
             console.print(f"{name}: {teacher_summary(stage_stats['teacher'])}", highlight=False)
+    if reviewed:
+        console.print(f"review: {reviewed['artifact']} holds {reviewed['items']} approved or edited pairs "
+                      f"({reviewed['decisions']} decisions logged), written {reviewed['modified']}", highlight=False)
     console.print(f"--resume would start at: {start}" if start else "Everything is up to date.", highlight=False)
 
 
