@@ -4,14 +4,17 @@ Probes mode (the default): a stratified, seeded share of the pairs are parents; 
 teacher writes one new question asking for the same answer in other words. The probe (new
 question, the parent's answer as reference) goes to qa_test.json; the parent stays in training,
 so the test asks about facts the student learnt, in words it never saw. A probe that is a
-near-duplicate of any training question, repeats its parent or leans on its document is
-dropped (rejected/split.json) and asked for once more with a note saying why.
+near-duplicate of any training question, repeats its parent or does not stand on its own is
+turned down (rejected/split.json) and asked for once more with a note saying why; a second
+miss drops it. Asking again keeps the seeded choice of parents as it is (choosing another
+parent would make the test set depend on the teacher's replies).
 
 Documents mode: whole documents are held out; their pairs are the test set, unchanged, and no
 teacher is called. It measures generalisation to unseen documents instead.
 
 Choices are ranked by a hash of (seed, id), never by a shuffled list, so an unchanged input gives
-the same choice, and pairs added to one document leave the choice in the others as it was.
+the same choice, and pairs added to one document leave the choice in the others as it was (but
+for the one seat that rounding may move).
 """
 
 from __future__ import annotations
