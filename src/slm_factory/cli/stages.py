@@ -35,6 +35,8 @@ def _print_run(run: StageRun) -> None:
         for fmt, row in formats.items():
             table.add_row(fmt, str(row["parsed"]), str(row["warned"]), str(row["failed"]))
         console.print(table)
+    if result.extra.get("analysis"):
+        _print_analysis(run, result.extra["analysis"])
     counts = ", ".join(f"{k} {v}" for k, v in result.counts.items())
     if result.summary:
         console.print(f"{result.summary} in {run.seconds:.1f} s", highlight=False)
@@ -44,6 +46,20 @@ def _print_run(run: StageRun) -> None:
         console.print(teacher_summary(result.extra["teacher"]), highlight=False)
     for line in result.lines:
         errors.print(f"[yellow]note:[/yellow] {line}", markup=True, highlight=False, soft_wrap=True)
+
+
+def _print_analysis(run: StageRun, analysis: dict) -> None:
+    """analyze: its main figures as a table, then its warnings."""
+    from rich.markup import escape
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table("figure", "value", title=f"{run.stage} ({run.seconds:.1f} s)")
+    for label, value in analysis["rows"]:
+        table.add_row(Text(label), Text(value))
+    console.print(table)
+    for warning in analysis["warnings"]:
+        errors.print(f"[yellow]warning:[/yellow] {escape(warning)}", markup=True, highlight=False, soft_wrap=True)
 
 
 @app.command()
