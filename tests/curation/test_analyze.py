@@ -389,3 +389,32 @@ def test_cli_analyze_with_data_writes_both_files(tmp_path: Path) -> None:
     data.write_text('{"not": "a list"}', encoding="utf-8")
     bad = runner.invoke(app, ["analyze", "--config", str(config), "--data", str(data)])
     assert bad.exit_code == 1 and "Traceback" not in bad.output and "pairs.json" in bad.output
+
+
+def test_analyze_after_parse_and_generate_on_sample_documents(tmp_path: Path) -> None:
+    """The stage command chain on real parse and generate output (a scripted teacher): analyze
+    runs what it needs first, and every chunk generate asked about counts as covered."""
+    import shutil
+
+    from slm_factory.pipeline import run_with_prerequisites
+    from tests.generation.test_qa import teacher_script
+    from tests.teacher.fakes import ScriptedBackend
+
+    sample = Path(__file__).resolve().parents[2] / "examples" / "sample" / "documents"
+    documents = tmp_path / "documents"
+    documents.mkdir()
+    shutil.copy(sample / "us-18f-content-guide-urls-and-filenames.md", documents)
+    config = parse_config({
+        "paths": {"documents": str(documents), "output": str(tmp_path / "output")},
+        "questions": {"questions_per_chunk": 1}, "chunking": {"max_tokens": 400, "overlap_tokens": 0},
+        "validation": {"enabled": False}, "eval": {"enabled": False},
+    })
+    ctx = StageContext(config=config, workspace=Workspace(config.output_dir), teacher_backend=ScriptedBackend(teacher_script))
+    runs = run_with_prerequisites(stage_named("analyze"), ctx)
+    assert [(r.stage, r.status) for r in runs] == [("parse", "ran"), ("generate", "ran"), ("analyze", "ran")]
+    analysis = json.loads(ctx.workspace.path("data_analysis").read_text(encoding="utf-8"))
+    generated = json.loads(ctx.workspace.path("qa_alpaca").read_text(encoding="utf-8"))
+    assert analysis["totals"]["pairs"] == len(generated) > 0
+    assert analysis["totals"]["covered_chunks"] == len({p["chunk_id"] for p in generated})
+    assert analysis["totals"]["unmatched_chunk"] == 0 and analysis["by_category"] == {"auto": len(generated)}
+    assert ctx.workspace.path("report").is_file()
