@@ -66,3 +66,14 @@ def test_state_round_trip(tmp_path: Path):
     assert json.loads((tmp_path / ".state.json").read_text())["stages"]["parse"]["items"] == 3
     os.remove(tmp_path / ".state.json")
     assert workspace.load_state() == {}
+
+
+def test_atomic_write_gives_a_normal_file_mode(tmp_path: Path):
+    import os
+    import stat
+
+    target = tmp_path / "report.html"
+    write_atomic(target, b"<html></html>")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~mask  # readable by others where the umask allows

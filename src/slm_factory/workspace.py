@@ -146,6 +146,15 @@ def read_records(path: Path, model: type[ModelT], label: str | None = None) -> l
     return records
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def write_atomic(target: Path, data: bytes) -> None:
     """Write `data` to `target` so that readers see the old file or the new one, never a mix."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -155,6 +164,7 @@ def write_atomic(target: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(temp, 0o666 & ~_UMASK)  # mkstemp makes 0600; an artifact gets a normal file's mode
         os.replace(temp, target)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
