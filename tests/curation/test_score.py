@@ -184,9 +184,14 @@ def test_an_unreachable_teacher_stops_and_says_how_many_are_saved(tmp_path: Path
 def test_verdict_parsing_refuses_what_is_not_a_verdict():
     pair = QAPair(instruction="q", output="a")
     assert parse_verdict(pair, {"score": 2, "reason": " too\nvague "}) == {"score": 2, "reason": "too vague"}
-    for bad in (None, [], {"score": True, "reason": "x"}, {"score": 0, "reason": "x"}, {"score": 3}):
+    for bad in (None, [], {"score": True, "reason": "x"}, {"score": 0, "reason": "x"}, {"score": 3},
+                {"score": 3, "reason": "..."}):
         with pytest.raises(ValueError):
             parse_verdict(pair, bad)
+    instructions = score_messages(pair, "T", "source", "en")[0]["content"]
+    with pytest.raises(ValueError, match="repeats the instructions"):  # copied from the prompt, not given
+        parse_verdict(pair, {"score": 5, "reason": "Say in one sentence of your own"}, instructions)
+    assert parse_verdict(pair, {"score": 5, "reason": "Correct and complete."}, instructions)["score"] == 5
 
 
 def test_prompts_fill_every_placeholder():
@@ -205,3 +210,51 @@ def test_the_command_on_a_project_where_it_is_off_says_which_key_in_one_line(tmp
     assert result.exit_code == 0
     assert result.stdout.strip().count("\n") == 0 and f"set {key}: true" in result.stdout
     assert not (tmp_path / "output" / "parsed_documents.json").exists()
+
+
+# -- against a real model ------------------------------------------------------------------------
+
+
+def real_project(tmp_path: Path, pairs: list[tuple[str, str]], **raw) -> tuple[Path, Path]:
+    """A project whose parsed_documents.json is written directly (no generate: SmolLM2 writes poor
+    questions slowly) and a --data file of pairs that point at its real chunks."""
+    config_path = tmp_path / "project.yaml"
+    settings = {"paths": {"output": "output"}, "validation": {"enabled": False},
+                "teacher": {"backend": "llamacpp", "model": "smollm2", "temperature": 0.0, "max_tokens": 200},
+                **raw}
+    config_path.write_text(yaml.safe_dump(settings, allow_unicode=True))
+    config = parse_config({**settings, "paths": {"output": str(tmp_path / "output")}})
+    workspace = Workspace(config.output_dir)
+    workspace.write_json("parsed_documents", [english_document()])
+    chunk = next(iter(Sources(StageContext(config=config, workspace=workspace)).chunks.values()))
+    data = tmp_path / "pairs.json"
+    data.write_text(json.dumps([QAPair(instruction=q, output=a, source_doc=chunk.source_doc, doc_id=chunk.doc_id,
+                                       chunk_id=chunk.id).model_dump() for q, a in pairs]))
+    return config_path, data
+
+
+@pytest.mark.slow
+def test_score_end_to_end_with_the_embedded_model(tmp_path: Path, smollm2_gguf: Path):
+    import subprocess
+    import sys
+
+    pairs = [("When do applications for the 2024 Seoul youth housing subsidy close?", "They close on 30 June 2024."),
+             ("How much is the 2024 Seoul youth housing subsidy each month?", "It is 200,000 won a month."),
+             ("What colour is the sky on Mars?", "The sky on Mars is green.")]
+    config, data = real_project(tmp_path, pairs, scoring={"enabled": True, "threshold": 3})
+    result = subprocess.run([sys.executable, "-m", "slm_factory", "score", "-c", str(config), "--data", str(data)],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = re.search(r"Score complete: (\d+) passed, (\d+) filtered \(out of 3 validated\)", result.stdout)
+    assert line, result.stdout
+    output = tmp_path / "output"
+    kept = json.loads((output / "qa_scored.json").read_text())
+    rejected = json.loads((output / "rejected" / "score.json").read_text())
+    assert (len(kept), len(rejected)) == (int(line.group(1)), int(line.group(2)))
+    state = json.loads((output / ".state.json").read_text())["stages"]["score"]
+    assert len(kept) + len(rejected) + state["counts"]["failed"] == 3 and len(kept) + len(rejected) >= 1
+    for pair in kept:
+        assert pair["score"] in (3, 4, 5) and pair["score_reason"].strip()
+    for rejection in rejected:
+        assert rejection["rule"] == "low_score" and re.match(r"score [12]: \S", rejection["detail"])
+    assert state["stats"]["teacher"]["completion_tokens"] > 0

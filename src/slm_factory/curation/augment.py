@@ -5,6 +5,7 @@ Each rewrite is then checked, and every one dropped is recorded with its rule in
 rejected/augment.json:
 - `same_as_original` / `near_original`: it does not differ from the question (the near-duplicate
   measure of validate and split: character shingles, `validation.near_duplicate_threshold`);
+- `contains_answer`: it states the answer instead of asking for it;
 - `changed_numbers`: it states other numbers (years, amounts, article numbers) than the
   question, so it asks about another fact;
 - `meaning_drift`: its similarity to the question is under the floor -- cosine of sentence
@@ -64,6 +65,12 @@ def parse_paraphrases(pair: QAPair, data: Any, count: int) -> list[str]:
     if not found:
         raise ValueError("the reply holds no usable question")
     return list(found)[:count]
+
+
+def gives_answer(question: str, answer: str) -> bool:
+    """The rewrite holds the whole answer (short answers like "Yes." are too common to tell)."""
+    plain_answer = normalise(answer)
+    return len(plain_answer) >= 8 and plain_answer in normalise(question)
 
 
 def paraphrase_id(parent_id: str, question: str) -> str:
@@ -255,6 +262,8 @@ def check_rewrites(ctx: StageContext, parents: list[QAPair], rewrites: dict[str,
             rewrite = as_paraphrase(parent, question, ctx.config.teacher.model)
             if normalise(question) == normalise(parent.instruction):
                 reject(rewrite, "same_as_original", f"the same as {parent.instruction!r}")
+            elif gives_answer(question, parent.output):
+                reject(rewrite, "contains_answer", f"it states the answer {parent.output[:80]!r}")
             elif numbers(question) != numbers(parent.instruction):
                 reject(rewrite, "changed_numbers", f"numbers {sorted(numbers(question))} instead of "
                                                    f"{sorted(numbers(parent.instruction))} in {parent.instruction!r}")

@@ -11,6 +11,7 @@ teacher is asked, so changing it costs no teacher call.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from slm_factory.curation import prompts
@@ -18,6 +19,8 @@ from slm_factory.curation.common import Sources, input_pairs, reason_counts, wri
 from slm_factory.curation.teacher_work import ask_each
 from slm_factory.pipeline import StageContext, StageResult
 from slm_factory.records import QAPair, Rejection
+
+_WORD = re.compile(r"\w")  # a reason of "..." (the prompt's placeholder) or punctuation says nothing
 
 # An enum, not minimum/maximum: llama.cpp's grammar and every structured-output server honour
 # it, and the pool's own schema check re-asks when a reply falls outside it.
@@ -40,17 +43,25 @@ def score_messages(pair: QAPair, title: str, source: str, language: str) -> list
     return [{"role": "user", "content": body}]
 
 
-def parse_verdict(pair: QAPair, data: Any) -> dict[str, Any]:
-    """{"score": int 1-5, "reason": str}; anything else raises ValueError (asked again)."""
+def parse_verdict(pair: QAPair, data: Any, instructions: str = "") -> dict[str, Any]:
+    """{"score": int 1-5, "reason": str}; anything else raises ValueError (asked again). A reason
+    found word for word in `instructions` (the prompt's own text) was copied, not given."""
     if not isinstance(data, dict):
         raise ValueError('expected {"score": 1-5, "reason": "..."}')
     score = data.get("score")
     if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 5:
         raise ValueError(f"score must be an integer from 1 to 5, got {score!r}")
     reason = data.get("reason")
-    if not isinstance(reason, str) or not reason.strip():
+    if not isinstance(reason, str) or not _WORD.search(reason):
         raise ValueError("the reason is empty; say in one sentence why the pair gets this score")
-    return {"score": score, "reason": " ".join(reason.split())}
+    reason = " ".join(reason.split())
+    if instructions and _plain(reason) in _plain(instructions):
+        raise ValueError("the reason repeats the instructions; give your own reason for this pair")
+    return {"score": score, "reason": reason}
+
+
+def _plain(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.casefold()).split())
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -68,7 +79,8 @@ def run(ctx: StageContext) -> StageResult:
         return score_messages(pair, title, sources.chunk_text(pair), sources.language(pair))
 
     work = ask_each(ctx, artifact="qa_scored", items=pairs, item_id=lambda pair: pair.id, messages=messages,
-                    schema=SCORE_SCHEMA, parse=parse_verdict, settings={"task": "score"},
+                    schema=SCORE_SCHEMA, settings={"task": "score"},
+                    parse=lambda pair, data: parse_verdict(pair, data, prompts.prompt_text("score", sources.language(pair))),
                     description="Scoring", max_concurrency=section.max_concurrency)
     if work.stopped:
         return StageResult(failed=True, lines=[
