@@ -73,7 +73,7 @@ def make_ctx(tmp_path: Path, backend, pairs=None, **raw) -> StageContext:
 
 
 def asked_question(request: ChatRequest) -> str:
-    return re.search(r"^(?:Question|질문): (.*)$", request.messages[0]["content"], re.M).group(1)
+    return re.search(r"^(?:Question|질문): (.*)$", request.messages[0]["content"], re.MULTILINE).group(1)
 
 
 def rewriter(extra: dict[str, list[str]] | None = None):
@@ -297,7 +297,7 @@ def test_augment_end_to_end_with_the_embedded_model_and_embeddings(tmp_path: Pat
     data = tmp_path / "pairs.json"
     data.write_text(json.dumps(originals))
     result = subprocess.run([sys.executable, "-m", "slm_factory", "augment", "-c", str(config), "--data", str(data)],
-                            capture_output=True, text=True, timeout=900)
+                            capture_output=True, text=True, timeout=900, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     output = json.loads((tmp_path / "output" / "qa_augmented.json").read_text())
     assert f"Augmentation complete: 2 → {len(output)}" in result.stdout

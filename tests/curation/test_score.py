@@ -243,7 +243,7 @@ def test_score_end_to_end_with_the_embedded_model(tmp_path: Path, smollm2_gguf: 
              ("What colour is the sky on Mars?", "The sky on Mars is green.")]
     config, data = real_project(tmp_path, pairs, scoring={"enabled": True, "threshold": 3})
     result = subprocess.run([sys.executable, "-m", "slm_factory", "score", "-c", str(config), "--data", str(data)],
-                            capture_output=True, text=True, timeout=900)
+                            capture_output=True, text=True, timeout=900, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     line = re.search(r"Score complete: (\d+) passed, (\d+) filtered \(out of 3 validated\)", result.stdout)
     assert line, result.stdout

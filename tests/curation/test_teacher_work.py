@@ -43,10 +43,10 @@ def parse_upper(item: str, data: dict) -> str:
 
 
 def ask(ctx: StageContext, items=ITEMS, settings=None, **overrides) -> TeacherWork:
-    arguments = dict(artifact="qa_scored", items=items, item_id=lambda word: f"id-{word}",
-                     messages=lambda word: [{"role": "user", "content": f"Upper-case: {word}"}],
-                     schema=SCHEMA, parse=parse_upper, settings=settings or {"rubric": 1},
-                     description="Testing")
+    arguments = {"artifact": "qa_scored", "items": items, "item_id": lambda word: f"id-{word}",
+                 "messages": lambda word: [{"role": "user", "content": f"Upper-case: {word}"}],
+                 "schema": SCHEMA, "parse": parse_upper, "settings": settings or {"rubric": 1},
+                 "description": "Testing"}
     return ask_each(ctx, **{**arguments, **overrides})
 
 

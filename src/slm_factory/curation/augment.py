@@ -28,7 +28,7 @@ from typing import Any
 from slm_factory.curation import prompts
 from slm_factory.curation.common import Sources, input_pairs, reason_counts, write_rejections
 from slm_factory.curation.dedup import NearDuplicates, near_duplicate, normalise, numbers, shingles
-from slm_factory.curation.teacher_work import ask_each
+from slm_factory.curation.teacher_work import TeacherWork, ask_each
 from slm_factory.pipeline import StageContext, StageError, StageResult
 from slm_factory.records import QAPair, Rejection
 from slm_factory.workspace import ARTIFACTS, read_records
@@ -57,7 +57,7 @@ def paraphrase_messages(pair: QAPair, count: int, language: str) -> list[dict[st
 def parse_paraphrases(pair: QAPair, data: Any, count: int) -> list[str]:
     """The distinct non-trivial questions of a reply, at most `count`; none raises ValueError."""
     if not isinstance(data, dict) or not isinstance(data.get("questions"), list):
-        raise ValueError('expected {"questions": ["...", ...]}')
+        raise ValueError('expected {"questions": ["...", ...]}')  # noqa: TRY004 - ask_each's contract
     found: dict[str, None] = {}
     for item in data["questions"]:
         if isinstance(item, str) and len(normalise(item)) >= 4:
@@ -296,7 +296,7 @@ def as_paraphrase(parent: QAPair, question: str, teacher: str) -> QAPair:
                                      "score": None, "score_reason": ""})
 
 
-def _result(ctx: StageContext, work: Any, pairs: list[QAPair], output: list[QAPair], rejections: list[Rejection],
+def _result(ctx: StageContext, work: TeacherWork, pairs: list[QAPair], output: list[QAPair], rejections: list[Rejection],
             guarded: bool) -> StageResult:
     made = len(output) - len(pairs)
     result = StageResult(

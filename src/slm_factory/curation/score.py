@@ -16,7 +16,7 @@ from typing import Any
 
 from slm_factory.curation import prompts
 from slm_factory.curation.common import Sources, input_pairs, reason_counts, write_rejections
-from slm_factory.curation.teacher_work import ask_each
+from slm_factory.curation.teacher_work import TeacherWork, ask_each
 from slm_factory.pipeline import StageContext, StageResult
 from slm_factory.records import QAPair, Rejection
 
@@ -47,7 +47,7 @@ def parse_verdict(pair: QAPair, data: Any, instructions: str = "") -> dict[str, 
     """{"score": int 1-5, "reason": str}; anything else raises ValueError (asked again). A reason
     found word for word in `instructions` (the prompt's own text) was copied, not given."""
     if not isinstance(data, dict):
-        raise ValueError('expected {"score": 1-5, "reason": "..."}')
+        raise ValueError('expected {"score": 1-5, "reason": "..."}')  # noqa: TRY004 - ask_each's contract
     score = data.get("score")
     if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 5:
         raise ValueError(f"score must be an integer from 1 to 5, got {score!r}")
@@ -83,10 +83,9 @@ def run(ctx: StageContext) -> StageResult:
                     parse=lambda pair, data: parse_verdict(pair, data, prompts.prompt_text("score", sources.language(pair))),
                     description="Scoring", max_concurrency=section.max_concurrency)
     if work.stopped:
-        return StageResult(failed=True, lines=[
-            work.stopped,
-            f"{len(work.results)} of {len(pairs)} verdicts are saved in "
-            f"{ctx.workspace.partial_path('qa_scored').name}; run `slm-factory score` again when the teacher works"])
+        saved = (f"{len(work.results)} of {len(pairs)} verdicts are saved in "
+                 f"{ctx.workspace.partial_path('qa_scored').name}; run `slm-factory score` again when the teacher works")
+        return StageResult(failed=True, lines=[work.stopped, saved])
     if pairs and not work.results:
         return StageResult(failed=True, lines=[
             f"no pair got a readable verdict ({len(work.failures)} failed); qa_scored.json was not written",
@@ -109,7 +108,7 @@ def run(ctx: StageContext) -> StageResult:
     return _result(ctx, work, pairs, kept, rejections, len(unsourced))
 
 
-def _result(ctx: StageContext, work: Any, pairs: list[QAPair], kept: list[QAPair], rejections: list[Rejection],
+def _result(ctx: StageContext, work: TeacherWork, pairs: list[QAPair], kept: list[QAPair], rejections: list[Rejection],
             unsourced: int) -> StageResult:
     histogram = {str(s): 0 for s in range(1, 6)}
     for verdict in work.results.values():

@@ -29,7 +29,7 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -66,7 +66,7 @@ class _Stop(Exception):
 
 
 @dataclass
-class _Ledger(Generic[T]):
+class _Ledger:
     """The partial JSONL of one artifact: entries are looked up by their full key, so an entry
     written under other settings is never mistaken for a current one."""
 
@@ -114,7 +114,7 @@ def ask_each(
     """Ask the teacher once for each item not already in the ledger of `artifact`; see the module
     doc. `max_concurrency` caps this pass's requests in flight (the teacher's own
     teacher.max_concurrency still applies: the smaller wins). Items sharing an id are asked once."""
-    ledger: _Ledger[T] = _Ledger(ctx.workspace.checkpoint(artifact))
+    ledger = _Ledger(ctx.workspace.checkpoint(artifact))
     ledger.load()
     identity = teacher_identity(ctx)
     work = TeacherWork()
@@ -143,7 +143,7 @@ def ask_each(
     return work
 
 
-async def _ask_pending(ctx: StageContext, ledger: _Ledger[T], work: TeacherWork,
+async def _ask_pending(ctx: StageContext, ledger: _Ledger, work: TeacherWork,
                        pending: list[tuple[T, str, str, Messages]], schema: Schema,
                        parse: Callable[[T, Any], Any], description: str, max_concurrency: int | None,
                        total: int) -> None:
