@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import web
 
 OK = "ok"
-FAULTS = ("ok", "500", "503", "429", "hang", "truncated", "not_json", "drop", "bad_content")
+FAULTS = ("ok", "500", "503", "429", "hang", "truncated", "not_json", "drop", "bad_content", "bad_json")
 ITEM = re.compile(r"item (\d+)")
 
 
@@ -43,24 +43,32 @@ class StubServer:
 
     `plan(item, attempt)` names the fault for the attempt-th request about "item N" (the number
     is read from the first user message). Above `max_concurrent` requests at once it answers
-    429. Replies echo the item so tests can check what came back belongs to what was asked.
+    429; with `slots` it serves that many at once and queues the rest (first come, first served),
+    as a model server with N slots does. 429 and 503 are answered at once, other replies after
+    `latency`. Replies echo the item so tests can check what came back
+    belongs to what was asked; `content(body)` replaces the model's text of a good reply.
     """
 
     plan: Callable[[int | None, int], str] = lambda item, attempt: OK
     latency: float = 0.0
     max_concurrent: int | None = None
+    slots: int | None = None
+    content: Callable[[dict[str, Any]], str] | None = None
     retry_after: float = 1.0
     hang_seconds: float = 2.0
     max_requests: int = 5000  # a runaway client cannot keep a test alive forever
     arrivals: list[Arrival] = field(default_factory=list)
     _attempts: dict[int | None, int] = field(default_factory=dict)
     _concurrent: int = 0
+    _slots: asyncio.Semaphore | None = None
     _server: asyncio.AbstractServer | None = None
     _writers: set[asyncio.StreamWriter] = field(default_factory=set)
     _handlers: set[asyncio.Task[None]] = field(default_factory=set)
 
-    async def start(self) -> str:
-        self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
+    async def start(self, port: int = 0) -> str:
+        if self.slots is not None:
+            self._slots = asyncio.Semaphore(self.slots)
+        self._server = await asyncio.start_server(self._connection, "127.0.0.1", port, backlog=4096)
         port = self._server.sockets[0].getsockname()[1]
         return f"http://127.0.0.1:{port}"
 
@@ -109,7 +117,12 @@ class StubServer:
             over = self.max_concurrent is not None and self._concurrent > self.max_concurrent
             fault = "429" if over else self.plan(item, attempt)
             self.arrivals.append(Arrival(item, attempt, fault, time.monotonic(), self._concurrent, body))
-            if self.latency and not over:
+            if over or fault in ("429", "503"):  # a rate limiter answers at once, holding no slot
+                return await self._write_fault(fault, item, body, writer)
+            if self._slots is None:
+                await asyncio.sleep(self.latency)
+                return await self._write_fault(fault, item, body, writer)
+            async with self._slots:  # a slot is held while the reply is computed, not while it is sent
                 await asyncio.sleep(self.latency)
             return await self._write_fault(fault, item, body, writer)
         finally:
@@ -132,13 +145,16 @@ class StubServer:
             await _send(writer, 200, b"<html><body>502 Bad Gateway</body></html>", "text/html")
         elif fault == "bad_content":
             await _send_json(writer, 200, _completion(body, item, content='Sure! Here it is: {"answer": "item'))
+        elif fault == "bad_json":  # the model's JSON cut off, as at max_tokens
+            text = self.content(body) if self.content else json.dumps({"answer": f"item {item}"})
+            await _send_json(writer, 200, _completion(body, item, content=text[: len(text) // 2]))
         elif fault in ("500", "503"):
             await _send_json(writer, int(fault), {"error": {"message": "model crashed", "type": "server_error"}})
         elif fault == "429":
             await _send_json(writer, 429, {"error": {"message": "slow down"}},
                              extra=f"Retry-After: {self.retry_after:g}\r\n" if self.max_concurrent is None else "")
         else:
-            await _send_json(writer, 200, _completion(body, item))
+            await _send_json(writer, 200, _completion(body, item, self.content(body) if self.content else None))
         return True
 
 

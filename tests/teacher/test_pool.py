@@ -4,6 +4,8 @@ load balancing. The servers are in servers.py; nothing here mocks aiohttp."""
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -80,6 +82,12 @@ def test_faults_are_retried_counted_and_nothing_is_lost():
     assert stats["failure_reasons"] == {"server": 5}
     assert set(stats["retry_reasons"]) == {"server", "overloaded", "timeout", "bad_reply", "bad_json"}
     assert stats["prompt_tokens"] > 0 and stats["completion_tokens"] > 0
+    # Every failed attempt is counted once, by what went wrong, and matches what the server sent.
+    sent = Counter(a.fault for a in server.arrivals if a.fault != "ok")
+    assert stats["faults"] == {"500": sent["500"], "503": sent["503"], "429": sent["429"], "timeout": sent["hang"],
+                               "bad_reply": sent["truncated"] + sent["not_json"] + sent["drop"],
+                               "bad_json": sent["bad_content"]}
+    assert sum(stats["faults"].values()) == stats["requests"] - stats["completed"]
 
     by_item: dict[int, list] = {}
     for arrival in server.arrivals:
@@ -192,37 +200,142 @@ def test_window_shrinks_when_the_server_refuses_above_its_limit():
     assert all(o.ok for o in outcomes) and {o.item for o in outcomes} == set(range(count))
     assert stats["window"]["decreases"] >= 1 and stats["window"]["smallest"] <= limit
     assert stats["window"]["now"] <= 2 * limit  # it ends near the server's limit, not at 16
+    assert 1 <= stats["window"]["limit"] <= 2 * limit and stats["faults"] == {"429": server.requests - count}
     # Requests a server can only refuse are wasted: after learning, few are. (With the window
     # held at 16, about half of the late requests were refused in a trial run; adapting, ~11%.)
     late = server.arrivals[len(server.arrivals) // 2:]
     assert sum(a.fault == "429" for a in late) / len(late) < 0.25
 
 
-def test_window_halves_once_per_round_and_grows_back():
+def test_overload_is_several_in_a_row_or_a_share_of_recent_replies_not_one():
     from slm_factory.teacher import AdaptiveWindow
 
     async def main():
         window = AdaptiveWindow(8)
+
+        async def outcome(kind: str) -> None:
+            ticket = await window.acquire()
+            window.release()
+            if kind == "429":
+                window.overloaded(ticket, retry_after=None)
+            elif kind == "500":
+                window.failed(ticket)
+            else:
+                window.succeeded(ticket, 0.1)
+
+        # Isolated: one 429 in ten replies, two in a row among many good ones, any number of 500s.
+        for kinds in [["429"] + ["ok"] * 9] * 4 + [["429", "429"] + ["ok"] * 40, ["500"] * 40 + ["ok"]]:
+            for kind in kinds:
+                await outcome(kind)
+        assert window.size == 8 and window.decreases == 0 and window.isolated == 6
+
         tickets = [await window.acquire() for _ in range(8)]
-        for ticket in tickets:  # eight 429s from one burst
+        for ticket in tickets:  # eight 429s from one burst: overload, and one halving for it
             window.release()
             window.overloaded(ticket)
-        assert window.size == 4 and window.decreases == 1
-        for _ in range(40):
-            ticket = await window.acquire()
-            window.release()
-            window.succeeded(ticket, 0.1)
-        assert window.size == 8  # grew back to the ceiling while latency held
-        ticket = await window.acquire()
-        window.release()
-        window.overloaded(ticket)
-        for _ in range(40):
-            ticket = await window.acquire()
-            window.release()
-            window.succeeded(ticket, 1.0)  # latency ten times worse: do not grow
-        assert window.size == 4 and window.smallest == 4
+        assert window.size == 4 and window.decreases == 1 and window.limit == 7
+
+        # A share of the recent replies, none in a row: 1 in 3 is overload.
+        for _ in range(3):
+            for kind in ("429", "ok", "ok"):
+                await outcome(kind)
+        assert window.size == 2 and window.decreases == 2 and window.limit == 3
 
     asyncio.run(main())
+
+
+def spread(every: int, fault: str, offset: int = 0):
+    """A plan where one item in `every` meets `fault` on its first attempt: isolated faults."""
+    return lambda item, attempt: fault if attempt == 1 and (item or 0) % every == offset else "ok"
+
+
+def mixed(*plans):
+    def plan(item, attempt):
+        return next((f for f in (p(item, attempt) for p in plans) if f != "ok"), "ok")
+    return plan
+
+
+def run_items(server: StubServer, count: int, *, concurrency: int, retries: int = 4, timeout: float = 5):
+    async def main():
+        url = await server.start()
+        try:
+            async with teacher_for(url, concurrency=concurrency, retries=retries, timeout=timeout) as teacher:
+                outcomes = [o async for o in teacher.map_unordered(range(count),
+                                                                   lambda i: teacher.chat(ask(i), SCHEMA))]
+                return outcomes, teacher.stats()
+        finally:
+            await server.stop()
+
+    return asyncio.run(main())
+
+
+def arrivals_by_item(server: StubServer) -> dict[int, list]:
+    by_item: dict[int, list] = {}
+    for arrival in server.arrivals:
+        by_item.setdefault(arrival.item, []).append(arrival)
+    return by_item
+
+
+def test_isolated_errors_are_retried_without_shrinking_the_window():
+    # 5% each: 500, a cut-off body, JSON cut off in the model's text, and 429 with Retry-After: 1.
+    plan = mixed(spread(20, "500", 3), spread(20, "truncated", 8), spread(20, "bad_json", 13),
+                 spread(20, "429", 18))
+    server = StubServer(plan=plan, latency=0.1, retry_after=1.0, max_requests=10_000)
+    outcomes, stats = run_items(server, 400, concurrency=8)
+
+    assert len(outcomes) == 400 and all(o.ok for o in outcomes)
+    assert {o.item for o in outcomes} == set(range(400))
+    assert all(o.value.parsed == {"answer": f"item {o.item}"} for o in outcomes)
+    window = stats["window"]
+    assert window["decreases"] == 0 and window["smallest"] == window["ceiling"] == 8 and window["pauses"] == 0
+    assert window["isolated_overloads"] >= 1
+    assert stats["faults"] == {"500": 20, "bad_reply": 20, "bad_json": 20, "429": 20}
+    assert stats["requests"] == server.requests == 480
+    for item, arrivals in arrivals_by_item(server).items():
+        if arrivals[0].fault == "429":  # only this request waited, and at least Retry-After
+            assert arrivals[1].at - arrivals[0].at >= 0.95
+
+
+def test_an_overload_episode_pauses_for_retry_after_then_the_window_grows_back():
+    ceiling, count = 16, 900
+    server = StubServer(latency=0.1, retry_after=1.0, max_requests=10_000)
+    busy: list[float] = []
+
+    def plan(item, attempt):  # from the 150th request on, 0.8 s of 429 with Retry-After: 1
+        if server.requests >= 150 and not busy:
+            busy.append(time.monotonic())
+        return "429" if busy and time.monotonic() - busy[0] < 0.8 else "ok"
+
+    server.plan = plan
+    outcomes, stats = run_items(server, count, concurrency=ceiling, retries=8)
+
+    assert len(outcomes) == count and all(o.ok for o in outcomes)
+    window = stats["window"]
+    assert window["decreases"] >= 1 and window["smallest"] <= ceiling // 2 and window["pauses"] >= 1
+    assert window["now"] >= ceiling * 3 // 4, window  # grown back after the episode
+    assert stats["faults"] == {"429": sum(a.fault == "429" for a in server.arrivals)}
+    for arrivals in arrivals_by_item(server).values():
+        for before, after in zip(arrivals, arrivals[1:]):
+            if before.fault == "429":
+                assert after.at - before.at >= 0.95
+    # New requests paused: at least one gap of about Retry-After in the arrivals during the episode.
+    times = [a.at for a in server.arrivals]
+    assert max(b - a for a, b in zip(times[140:300], times[141:301])) >= 0.9
+    # And the window was used again: the last quarter of requests saw most of the ceiling at once.
+    assert max(a.concurrent for a in server.arrivals[-count // 4:]) >= ceiling * 3 // 4
+
+
+def test_window_settles_near_the_slots_of_a_server_that_queues():
+    slots, ceiling, count = 4, 16, 500
+    server = StubServer(latency=0.05, slots=slots, max_requests=10_000)
+    outcomes, stats = run_items(server, count, concurrency=ceiling)
+
+    assert len(outcomes) == count and all(o.ok for o in outcomes)
+    window = stats["window"]
+    assert window["decreases"] == 0 and not stats["faults"]  # no error: only latency said so
+    assert slots <= window["limit"] <= 2 * slots and window["now"] <= 2 * slots + 1, window
+    late = server.arrivals[-count // 4:]
+    assert sum(a.concurrent for a in late) / len(late) <= 2 * slots + 1
 
 
 def test_endpoints_are_balanced_and_a_dead_one_is_skipped():

@@ -103,10 +103,12 @@ class AttemptError(Exception):
         url: str | None = None,
         prompt_tokens: int = 0,
         completion_tokens: int = 0,
+        status: int | None = None,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.kind = kind
+        self.status = status  # the HTTP status, where one came: stats count 429 apart from 503
         self.retryable = retryable
         self.overload = overload
         self.retry_after = retry_after

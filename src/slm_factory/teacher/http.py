@@ -170,12 +170,13 @@ def raise_for_status(reply: HttpReply, what: str) -> None:
     detail = _error_detail(reply)
     if status in (429, 503):
         raise AttemptError(f"{what} at {reply.url} is overloaded (HTTP {status})", "overloaded",
-                           overload=True, retry_after=retry_after(reply), url=reply.url)
+                           overload=True, retry_after=retry_after(reply), url=reply.url, status=status)
     if status == 408 or status == 504:
         raise AttemptError(f"{what} at {reply.url} timed out (HTTP {status})", "timeout", overload=True,
-                           url=reply.url)
+                           url=reply.url, status=status)
     if status >= 500:
-        raise AttemptError(f"{what} at {reply.url} failed (HTTP {status}: {detail})", "server", url=reply.url)
+        raise AttemptError(f"{what} at {reply.url} failed (HTTP {status}: {detail})", "server", url=reply.url,
+                           status=status)
     if status in (401, 403):
         raise AttemptError(f"{what} at {reply.url} refused the credentials (HTTP {status}); check teacher.api_key",
                            "auth", retryable=False, url=reply.url)

@@ -35,37 +35,82 @@ Schema = dict[str, Any] | type[BaseModel]
 
 MAX_RETRY_AFTER = 60.0  # a server asking for longer is treated as asking for a minute
 
+# Overload is the server saying "slow down" (429, 503) or not answering in time. One such reply
+# among many good ones is noise -- a busy moment, a proxy -- and halving on each one held the
+# issue's stand-in at an eighth of its rate under 2.5% random 429s. It is overload when
+OVERLOAD_IN_A_ROW = 3  # this many come with no good reply between them, or
+OVERLOAD_SHARE = 0.2  # they are this share of the recent outcomes (and at least OVERLOAD_IN_A_ROW);
+RECENT_OUTCOMES = 32  # with 2.5% random 429s, 7 of 32 happens about once in 50,000 outcomes.
+MIN_ROUND = 16  # a round: `size` good replies, at least this many (fewer: a noisy rate)
+HOLD_ROUNDS = 2  # steady rounds before trying a size that failed before (doubles after each miss)
+GAIN_SHARE = 0.5  # a bigger window is kept when the rate grows by half as much as the window
+KEEP_SHARE = 0.9  # half the window is kept when it still brings this share of the rate
+LATENCY_RISE = 1.5  # round median latency over the lowest seen: requests may be queuing
+
+
+@dataclass
+class _Trial:
+    """A size being tried: kept or undone on the rate of the first full round after warm-up."""
+
+    grow: bool
+    from_size: int
+    from_rate: float
+
 
 class AdaptiveWindow:
-    """How many requests may be in flight: AIMD, as TCP does it.
+    """How many requests may be in flight.
 
-    Starts at the ceiling (teacher.max_concurrency). A 429, 503 or timeout halves it -- once per
-    round: requests that were already in flight when it shrank do not shrink it again. After a
-    run of `size` successes while latency stays within 1.5x of what it was at the last change,
-    it grows by one, back towards the ceiling.
+    Starts at the ceiling (teacher.max_concurrency). Isolated errors leave it alone: a 500 or an
+    unusable reply is retried, a lone 429 delays only its own request (by Retry-After). Overload
+    (see OVERLOAD_*) halves it once, pauses new requests for the Retry-After the server gave, and
+    records `limit` = the size that proved too big, less one. It then grows back by doubling
+    towards `limit`, one round at a time, and beyond `limit` in steps that double while each step
+    pays; a step that meets an overload reply or brings no more replies per second is undone.
+
+    A server with fewer slots than the window queues instead of refusing: no error, only latency
+    that grows with the window while the rate stays flat. So when a round's median latency is well
+    above the lowest seen, half the window is tried; when half brings nearly the same rate it is
+    kept. Rates, not latencies, decide: a batching server (vLLM) is slower per request at a larger
+    window but serves more, and must keep it. Decisions are made only on rounds where callers
+    kept the window full; requests sent before the last change do not count against the new size.
     """
 
-    def __init__(self, ceiling: int) -> None:
+    def __init__(self, ceiling: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.ceiling = max(1, ceiling)
         self.size = self.ceiling
+        self.limit = self.ceiling  # the largest size believed useful
         self.smallest = self.ceiling
         self.in_flight = 0
-        self.decreases = 0
+        self.decreases = 0  # halvings on overload
+        self.isolated = 0  # overload replies that were not overload: retried, window kept
+        self.pauses = 0
+        self.trials = 0
+        self._clock = clock
         self._waiters: deque[asyncio.Future[None]] = deque()
-        self._epoch = 0
-        self._streak = 0
-        self._latency: float | None = None  # moving average of successful attempts
-        self._reference: float | None = None  # that average when the window last changed
+        self._epoch = 0  # bumped on every change of size: a ticket from before says nothing now
+        self._in_a_row = 0
+        self._recent: deque[bool] = deque(maxlen=RECENT_OUTCOMES)  # True = overload reply
+        self._paused_until = 0.0
+        self._round_latencies: list[float] = []
+        self._warmup = True  # the first round also opens the connections
+        self._trial: _Trial | None = None
+        self._steady = 0  # measured rounds at this size
+        self._hold = HOLD_ROUNDS  # rounds at `limit` before stepping above it
+        self._step = 1
+        self._down_after = HOLD_ROUNDS  # rounds of high latency before trying half the window
+        self._lowest_latency: float | None = None
+
+    # -- slots ----------------------------------------------------------------------------------
 
     async def acquire(self) -> int:
         """Wait for a slot; returns a ticket to pass back with the outcome."""
-        if self.in_flight < self.size and not self._waiters:
+        if self.in_flight < self.size and not self._waiters and not self._paused():
             self.in_flight += 1
             return self._epoch
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
-            await waiter  # release() hands us the slot before waking us
+            await waiter  # _wake() hands us the slot before waking us
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self.release()  # we were given a slot but will not use it
@@ -79,34 +124,151 @@ class AdaptiveWindow:
         self._wake()
 
     def _wake(self) -> None:
+        if self._paused():
+            return  # _resume wakes them
         while self._waiters and self.in_flight < self.size:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 self.in_flight += 1
                 waiter.set_result(None)
 
-    def overloaded(self, ticket: int) -> None:
+    def _paused(self) -> bool:
+        return self._clock() < self._paused_until
+
+    def _pause(self, seconds: float) -> None:
+        until = self._clock() + seconds
+        if until <= self._paused_until:
+            return
+        self._paused_until = until
+        self.pauses += 1
+        asyncio.get_running_loop().call_later(seconds, self._resume, until)
+
+    def _resume(self, until: float) -> None:
+        if self._paused_until == until:  # not extended by a later pause (whose timer resumes then)
+            self._paused_until = 0.0
+            self._wake()
+
+    # -- outcomes -------------------------------------------------------------------------------
+
+    def overloaded(self, ticket: int, retry_after: float | None = None) -> None:
+        """A 429, 503 or timeout."""
         if ticket != self._epoch:
-            return  # this request started before the last decrease: already accounted for
-        self._epoch += 1
-        self.decreases += 1
-        self.size = max(1, self.size // 2)
-        self.smallest = min(self.smallest, self.size)
-        self._streak = 0
-        self._reference = None
+            return
+        self._in_a_row += 1
+        self._recent.append(True)
+        if self._trial is not None and self._trial.grow:
+            self._undo(self._trial)  # the step above asked for too much: back to what worked
+        elif self._is_overload():
+            self._cut(retry_after)
+        else:
+            self.isolated += 1
+
+    def failed(self, ticket: int) -> None:
+        """An error that is not overload (a 500, a cut-off body): the window stays."""
+        if ticket == self._epoch:
+            self._recent.append(False)
 
     def succeeded(self, ticket: int, latency: float) -> None:
-        self._latency = latency if self._latency is None else 0.8 * self._latency + 0.2 * latency
-        if self._reference is None:
-            self._reference = self._latency
-        if ticket != self._epoch or self.size >= self.ceiling:
+        # Every good reply counts towards the round's rate, whatever size it was sent under.
+        self._round_latencies.append(latency)
+        if ticket == self._epoch:
+            self._in_a_row = 0
+            self._recent.append(False)
+        if len(self._round_latencies) >= max(self.size, MIN_ROUND):
+            self._end_round()
+
+    def _is_overload(self) -> bool:
+        overloads = sum(self._recent)
+        return self._in_a_row >= OVERLOAD_IN_A_ROW or (
+            overloads >= OVERLOAD_IN_A_ROW and overloads >= OVERLOAD_SHARE * len(self._recent))
+
+    def _cut(self, retry_after: float | None) -> None:
+        self.decreases += 1
+        self.limit = max(1, self.size - 1)
+        self._resize(max(1, self.size // 2))
+        self.smallest = min(self.smallest, self.size)
+        self._hold, self._step = HOLD_ROUNDS, 1
+        if retry_after:
+            self._pause(min(retry_after, MAX_RETRY_AFTER))
+
+    # -- rounds ---------------------------------------------------------------------------------
+
+    def _end_round(self) -> None:
+        latencies = sorted(self._round_latencies)
+        self._round_latencies = []
+        full = self.in_flight >= self.size or bool(self._waiters)
+        median, low = latencies[len(latencies) // 2], latencies[len(latencies) // 10]
+        # Replies per second by Little's law, from the median: a stall of this process or a few
+        # slow replies move it far less than counting replies over the round's wall time does.
+        rate = self.size / max(median, 1e-9)
+        self._lowest_latency = low if self._lowest_latency is None else min(self._lowest_latency, low)
+        if self._warmup:
+            self._warmup = False  # replies sent under the old size were still arriving
             return
-        self._streak += 1
-        if self._streak >= self.size and self._latency <= 1.5 * self._reference:
-            self.size += 1
-            self._streak = 0
-            self._reference = self._latency
-            self._wake()
+        if not full:
+            return  # callers asked for less than the window: the rate says nothing about the server
+        if self._trial is not None:
+            self._judge(self._trial, rate)
+            return
+        self._steady += 1
+        if self.size < self.limit:
+            self._try(min(self.limit, 2 * self.size), rate)
+        elif self.size < self.ceiling and self._steady >= self._hold:
+            self._try(self._step_up(), rate)
+        elif (self.size > 1 and self._steady >= self._down_after
+              and median > LATENCY_RISE * self._lowest_latency):
+            self._try(self.size // 2, rate)
+
+    def _try(self, size: int, rate: float) -> None:
+        trial = _Trial(size > self.size, self.size, rate)
+        self.trials += 1
+        self._resize(size)
+        self._trial = trial
+
+    def _judge(self, trial: _Trial, rate: float) -> None:
+        self._trial = None
+        self._steady = 1
+        if not trial.grow:
+            if rate >= KEEP_SHARE * trial.from_rate:
+                self.limit = self.size  # the other half only queued at the server
+                self.smallest = min(self.smallest, self.size)
+                self._down_after = HOLD_ROUNDS
+            else:
+                self._undo(trial)
+            return
+        if rate < trial.from_rate * (1 + GAIN_SHARE * (self.size / trial.from_size - 1)):
+            self._undo(trial)
+            return
+        beyond = self.size > self.limit
+        self.limit = max(self.limit, self.size)
+        if self.size < self.limit:
+            self._try(min(self.limit, 2 * self.size), rate)
+        elif beyond and self.size < self.ceiling:
+            self._step *= 2  # each paying step above the old limit tries a bigger one
+            self._try(self._step_up(), rate)
+
+    def _step_up(self) -> int:
+        # At least a quarter more: a smaller gain in rate would be lost in the noise of a round.
+        return min(self.ceiling, self.size + max(self._step, self.size // 4))
+
+    def _undo(self, trial: _Trial) -> None:
+        if trial.grow:
+            self.limit = trial.from_size
+            self._hold *= 2  # each miss waits longer before the next try
+            self._step = 1
+        else:
+            self._down_after *= 2
+        self._resize(trial.from_size)
+
+    def _resize(self, size: int) -> None:
+        self.size = size
+        self._epoch += 1
+        self._trial = None
+        self._in_a_row = 0
+        self._recent.clear()
+        self._steady = 0
+        self._warmup = True
+        self._wake()
 
 
 @dataclass
@@ -127,6 +289,7 @@ class _Stats:
         self.counts: Counter[str] = Counter()
         self.retry_reasons: Counter[str] = Counter()
         self.failure_reasons: Counter[str] = Counter()
+        self.faults: Counter[str] = Counter()  # every attempt that gave no usable reply
         self.first: float | None = None
         self.last: float | None = None
 
@@ -142,6 +305,11 @@ class _Stats:
         else:
             self.counts["failures"] += 1
             self.failure_reasons[kind] += 1
+
+    def fault(self, error: AttemptError | None = None) -> None:
+        """Count one failed attempt: by HTTP status where there was one (429 apart from 503),
+        else by kind (timeout, bad_reply for a cut-off body, bad_json, unreachable, ...)."""
+        self.faults["bad_json" if error is None else str(error.status or error.kind)] += 1
 
     def tokens(self, prompt: int, completion: int) -> None:
         self.counts["prompt_tokens"] += prompt
@@ -287,6 +455,7 @@ class Teacher:
             try:
                 parsed = parse_reply(text, request.schema, model)
             except ReplyFormatError as error:
+                self._stats.fault()
                 if last:
                     raise TeacherError(f"no usable JSON after {attempt} attempts: {error}", "bad_json",
                                        url=completion.endpoint, attempts=attempt) from None
@@ -306,8 +475,11 @@ class Teacher:
             completion = await self.backend.complete(request)
         except AttemptError as error:
             self._stats.tokens(error.prompt_tokens, error.completion_tokens)
+            self._stats.fault(error)
             if error.overload:
-                self.window.overloaded(ticket)
+                self.window.overloaded(ticket, error.retry_after)
+            else:
+                self.window.failed(ticket)
             raise
         finally:
             self.window.release()
@@ -371,7 +543,7 @@ class Teacher:
 
     def stats(self) -> dict[str, Any]:
         """Totals since this Teacher was made; a stage stores them in StageResult.extra."""
-        stats = self._stats
+        stats, window = self._stats, self.window
         seconds = (stats.last - stats.first) if stats.first is not None and stats.last is not None else 0.0
         counts = {name: stats.counts[name] for name in
                   ("calls", "completed", "failures", "requests", "retries", "cache_hits",
@@ -382,8 +554,10 @@ class Teacher:
             **counts,
             "seconds": round(seconds, 3),
             "items_per_s": round(counts["completed"] / seconds, 3) if seconds > 0 else 0.0,
-            "window": {"ceiling": self.window.ceiling, "now": self.window.size, "smallest": self.window.smallest,
-                       "decreases": self.window.decreases},
+            "window": {"ceiling": window.ceiling, "now": window.size, "smallest": window.smallest,
+                       "limit": window.limit, "decreases": window.decreases, "isolated_overloads": window.isolated,
+                       "pauses": window.pauses, "trials": window.trials},
+            "faults": dict(stats.faults),
             "retry_reasons": dict(stats.retry_reasons),
             "failure_reasons": dict(stats.failure_reasons),
             "format_fallbacks": getattr(self.backend, "format_fallbacks", 0),
