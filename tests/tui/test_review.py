@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -25,6 +26,7 @@ import yaml
 from slm_factory.curation.review_log import QUICK_REASONS, ReviewSession, read_log
 from slm_factory.records import QAPair
 from slm_factory.workspace import Checkpoint, Workspace
+from tests.generation.test_resume import echo_teacher, generate, make_project  # noqa: F401  (fixtures)
 
 textual = pytest.importorskip("textual")
 
@@ -570,3 +572,42 @@ def test_help_stays_free_of_textual():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ}).stdout
     assert out.strip() == "False"
+
+
+# -- on pairs that generate made from real documents ---------------------------------------------
+
+
+@pytest.mark.slow
+def test_review_of_generated_pairs_shows_each_one_beside_its_own_chunk(tmp_path: Path, echo_teacher, monkeypatch):
+    """parse and generate (a deterministic teacher) on a Korean bill and an English guide; every
+    pair's source chunk is found and shown, decisions land in qa_reviewed.json."""
+    base, _ = echo_teacher
+    config = make_project(tmp_path / "proj", base)
+    assert generate(config).wait(timeout=300) == 0
+    pairs_file = config.parent / "output" / "qa_alpaca.json"
+    pairs = [QAPair.model_validate(item) for item in json.loads(pairs_file.read_text(encoding="utf-8"))]
+    assert len(pairs) > 10 and {p.source_doc.endswith(".txt") for p in pairs} == {True, False}
+    missing: list[str] = []
+    real_run = ReviewApp.run
+
+    async def pilot_script(pilot) -> None:
+        app = pilot.app
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        for number in range(len(pairs)):
+            pair, chunk = app.current, " ".join(re.findall(r"\w+", shown(app, "#chunk")))
+            source = " ".join(re.findall(r"\w+", app.source_text(pair)))
+            # The teacher asked about three words in a row of the excerpt it was shown. (A URL
+            # longer than a line is folded on screen: compare the shown text without spaces.)
+            about = pair.instruction.rsplit(" say about ", 1)[1].rstrip("?")
+            if f" {about} " not in f" {source} " or chunk.replace(" ", "") != source.replace(" ", ""):
+                missing.append(pair.id)
+            await pilot.press("a" if number % 3 else "r", *([] if number % 3 else ["2"]))
+        await pilot.press("q")
+
+    monkeypatch.setattr(ReviewApp, "run", lambda self, **kw: real_run(self, headless=True, size=(160, 48), auto_pilot=pilot_script))
+    result = invoke("review", "-c", str(config), "--data", str(pairs_file))
+    assert result.exit_code == 0, result.output
+    assert missing == []
+    kept = reviewed(config.parent / "output")
+    assert [r["id"] for r in kept] == [p.id for i, p in enumerate(pairs) if i % 3]
