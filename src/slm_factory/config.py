@@ -195,10 +195,22 @@ class ChunkingSection(Section):
         return self
 
 
+def _compiles(pattern: str) -> str:
+    """A reject pattern must be a valid regular expression (the error names its index)."""
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        raise ValueError(f"it is not a valid regular expression ({error})") from None
+    return pattern
+
+
 class GroundednessSection(Section):
-    enabled: bool = Field(True, description="Reject answers not supported by their source text.")
-    model: str = Field("all-MiniLM-L6-v2", description="Sentence-embedding model for the check.")
-    threshold: float = Field(0.3, ge=0, le=1, description="Least similarity between answer and source.")
+    # The lexical check (lexical_threshold, check_numbers) always runs; `enabled` adds embeddings.
+    enabled: bool = Field(False, description="Also score each answer against its source chunk with a sentence-embedding model (the lexical check always runs).")
+    model: str = Field("all-MiniLM-L6-v2", description="Sentence-embedding model: all-MiniLM-L6-v2 (packaged, English only), a local folder, or a model in the Hugging Face cache (never downloaded). An English-only model is not used on pairs in other languages.")
+    threshold: float = Field(0.3, ge=0, le=1, description="Least cosine similarity between the answer and its source (embedding check).")
+    lexical_threshold: float = Field(0.4, ge=0, le=1, description="Least share of the answer's character n-grams found in its source chunk; 0 turns the lexical check off.")
+    check_numbers: bool = Field(True, description="Reject an answer that states a number its source chunk does not (a changed year, amount or article).")
 
 
 class ValidationSection(Section):
@@ -206,25 +218,17 @@ class ValidationSection(Section):
     min_answer_length: int = Field(20, ge=0, description="Shortest answer kept, in characters.")
     max_answer_length: int = Field(2000, gt=0, description="Longest answer kept, in characters.")
     remove_empty: bool = Field(True, description="Drop pairs with an empty question or answer.")
-    deduplicate: bool = Field(True, description="Drop repeated and near-duplicate questions (keeps the best of each group).")
+    deduplicate: bool = Field(True, description="Drop repeated and near-duplicate pairs (near-duplicate questions whose answers agree), keeping the best of each group.")
     near_duplicate_threshold: float = Field(
-        0.8, gt=0, le=1, description="Estimated Jaccard similarity (character shingles) from which two questions count as near-duplicates."
+        0.8, gt=0, le=1, description="Jaccard similarity of normalised character 3-grams from which two questions (or answers) count as near-duplicates; texts with different numbers never do."
     )
-    reject_patterns: list[str] = Field(
+    reject_patterns: list[Annotated[str, AfterValidator(_compiles)]] = Field(
         default_factory=lambda: list(DEFAULT_REJECT_PATTERNS),
         description="Regular expressions; an answer matching one is rejected.",
     )
+    contradictions: bool = Field(True, description="Reject both pairs when their questions are near-duplicates but their answers disagree (other numbers, other facts).")
+    check_language: bool = Field(True, description="Reject a pair whose question or answer is not in its document's language.")
     groundedness: GroundednessSection = Field(default_factory=GroundednessSection)
-
-    @field_validator("reject_patterns")
-    @classmethod
-    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
-        for pattern in patterns:
-            try:
-                re.compile(pattern)
-            except re.error as error:
-                raise ValueError(f"{pattern!r} is not a valid regular expression ({error})") from None
-        return patterns
 
     @model_validator(mode="after")
     def _length_range(self) -> "ValidationSection":

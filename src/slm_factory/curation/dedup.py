@@ -80,8 +80,15 @@ def shingles(text: str, k: int = 3) -> set[str]:
 
 
 def numbers(text: str) -> frozenset[str]:
-    """The numbers a text states, thousands separators dropped (1,000 = 1000)."""
-    return frozenset(n.replace(",", "") for n in _NUMBER.findall(unicodedata.normalize("NFKC", text)))
+    """The numbers a text states, written one way: thousands separators and leading zeros
+    dropped (1,000 = 1000, 2024-03-01 = 2024, 3, 1)."""
+    return frozenset(_canonical(n) for n in _NUMBER.findall(unicodedata.normalize("NFKC", text)))
+
+
+def _canonical(number: str) -> str:
+    whole, dot, fraction = number.replace(",", "").partition(".")
+    fraction = fraction.rstrip("0")
+    return (whole.lstrip("0") or "0") + ("." + fraction if fraction else "")
 
 
 def jaccard(a: set[str], b: set[str]) -> float:
@@ -125,6 +132,49 @@ def _shingle_codes(norms: list[str], k: int) -> tuple["np.ndarray", "np.ndarray"
     return codes[np.repeat(text_starts, counts) + within], counts
 
 
+class Rarity:
+    """How many texts hold each shingle, measured once on a large batch, so that signatures
+    can leave out the common ones.
+
+    Shingles found in more than 1% of the texts (question frames such as "What does the
+    document say about", common syllables and letter groups) make unrelated texts look alike to
+    MinHash (~0.35 Jaccard between questions sharing a frame), and at that similarity LSH proposes
+    a share of all n^2/2 pairs: measured on 30,000 framed questions, 3.3 million candidates to
+    check. Each text's signature is taken over its shingles less the common ones, but never
+    fewer than its rarest half (or `keep`): a short text, or one made of common words, is still
+    judged on most of itself, and two near-duplicates, having the same make-up, keep nearly the
+    same shingles. The exact check always uses all shingles.
+    """
+
+    def __init__(self, norms: list[str], k: int, share: float = 0.01, least: int = 20, keep: int = 12) -> None:
+        import numpy as np
+
+        codes, _ = _shingle_codes(norms, k)
+        # Occurrences, not texts: a shingle seldom repeats within one short text.
+        self.codes, self.found_in = np.unique(codes, return_counts=True)
+        self.cutoff = max(least, share * len(norms))
+        self.keep = keep
+
+    def select(self, codes: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each text's shingles that are not common, or among its `keep` rarest; new counts."""
+        import numpy as np
+
+        at = np.minimum(np.searchsorted(self.codes, codes), len(self.codes) - 1)
+        found_in = np.where(self.codes[at] == codes, self.found_in[at], 0)
+        text = np.repeat(np.arange(len(counts), dtype=np.uint64), counts)
+        if len(counts) < 1 << 20:  # per text, rarest first, ties by code: one sort of one key
+            key = (text << np.uint64(44)) | (np.minimum(found_in, (1 << 20) - 1).astype(np.uint64) << np.uint64(24))
+            order = np.argsort(key | (_mix(codes) >> np.uint64(40)))
+        else:
+            order = np.lexsort((codes, found_in, text))
+        starts = np.cumsum(counts) - counts
+        rank = np.arange(len(codes)) - np.repeat(starts, counts)
+        keep = np.empty(len(codes), dtype=bool)
+        least = np.repeat(np.maximum(self.keep, counts // 2), counts)  # never under half of them
+        keep[order] = (found_in[order] <= self.cutoff) | (rank < least)
+        return codes[keep], np.add.reduceat(keep.astype(np.int64), starts)
+
+
 def _mix(codes: "np.ndarray") -> "np.ndarray":
     """splitmix64's finaliser: shingle codes (structured) to well-spread 64-bit hashes."""
     import numpy as np
@@ -146,11 +196,15 @@ class _Permutations:
         self.a = rng.integers(1, 1 << 63, size=num_perm, dtype=np.uint64) | np.uint64(1)
         self.b = rng.integers(0, 1 << 63, size=num_perm, dtype=np.uint64)
 
-    def signatures(self, norms: list[str], k: int, block: int = 1 << 17) -> "np.ndarray":
-        """A (len(norms), num_perm) array of MinHash values; every norm must be non-empty."""
+    def signatures(self, norms: list[str], k: int, rarity: Rarity | None = None,
+                   block: int = 1 << 17) -> "np.ndarray":
+        """A (len(norms), num_perm) array of MinHash values over each text's shingles (those
+        `rarity` selects, when given); every norm must be non-empty."""
         import numpy as np
 
         codes, counts = _shingle_codes(norms, k)
+        if rarity is not None:
+            codes, counts = rarity.select(codes, counts)
         hashed = _mix(codes)
         ends = np.cumsum(counts)
         out = np.empty((len(norms), len(self.a)), dtype=np.uint64)
@@ -194,6 +248,9 @@ class _Bands:
         self._chunks.append(self.keys(signatures))
         self._sorted = None
 
+    def clear(self) -> None:
+        self._chunks, self._sorted = [], None
+
     def _by_band(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per band: row numbers in the order of their key, and the keys in that order."""
         import numpy as np
@@ -228,6 +285,10 @@ class _Bands:
         return found
 
 
+# From this many distinct texts on, signatures leave out common shingles (see Rarity).
+COMMON_AFTER = 1000
+
+
 class NearDuplicates:
     """An index of texts by key; `query` finds the keys whose text is a near-duplicate.
 
@@ -245,8 +306,11 @@ class NearDuplicates:
         self.threshold = threshold
         self.k = k
         self._permutations = _Permutations(num_perm)
-        self._bands = _Bands(*_bands(threshold, num_perm), num_perm)
+        # Banded for a little under the threshold: signatures leave out common shingles, which
+        # makes near-duplicates look a little less alike to them than they are.
+        self._bands = _Bands(*_bands(max(0.05, threshold - 0.05), num_perm), num_perm)
         self._norms: list[str] = []  # LSH row -> normalised text
+        self._rarity: Rarity | None = None  # measured once enough texts are in
         self._keys_by_norm: dict[str, list[str]] = {}
         self._norm_by_key: dict[str, str] = {}
         self._numbers_by_norm: dict[str, frozenset[str]] = {}
@@ -272,9 +336,17 @@ class NearDuplicates:
                 new_norms.append(norm)
                 self._numbers_by_norm[norm] = numbers(text)
             keys.append(key)
-        if new_norms:
-            self._bands.add(self._permutations.signatures(new_norms, self.k))
+        if not new_norms:
+            return
+        if self._rarity is None and len(self._norms) + len(new_norms) >= COMMON_AFTER:
+            # Enough texts to tell common shingles: measure once, and sign the earlier texts again.
             self._norms.extend(new_norms)
+            self._rarity = Rarity(self._norms, self.k)
+            self._bands.clear()
+            self._bands.add(self._permutations.signatures(self._norms, self.k, self._rarity))
+            return
+        self._bands.add(self._permutations.signatures(new_norms, self.k, self._rarity))
+        self._norms.extend(new_norms)
 
     def query(self, text: str) -> list[str]:
         """Keys whose text is a near-duplicate of `text` (its own key too, when indexed), in the
@@ -285,7 +357,8 @@ class NearDuplicates:
         wanted = numbers(text)
         grams = self._grams(norm)
         found = []
-        for row in sorted(self._bands.candidates(self._permutations.signatures([norm], self.k)[0])):
+        signature = self._permutations.signatures([norm], self.k, self._rarity)[0]
+        for row in sorted(self._bands.candidates(signature)):
             other = self._norms[row]
             if other == norm or (
                 self._numbers_by_norm[other] == wanted and jaccard(grams, self._grams(other)) >= self.threshold
@@ -293,11 +366,6 @@ class NearDuplicates:
                 found.extend(self._keys_by_norm[other])
         return found
 
-    def _same(self, norm: str, other: str) -> bool:
-        """The exact test on two indexed texts: same numbers, shingle Jaccard >= threshold."""
-        if self._numbers_by_norm[norm] != self._numbers_by_norm[other]:
-            return False
-        return jaccard(self._grams(norm), self._grams(other)) >= self.threshold
 
     def _grams(self, norm: str) -> set[str]:
         if len(norm) <= self.k:
@@ -315,6 +383,18 @@ class NearDuplicates:
                 row = parent[row]
             return row
 
+        grams: dict[int, set[str]] = {}
+
+        def same(row: int, other: int) -> bool:
+            """The exact test: same numbers, shingle Jaccard >= threshold."""
+            norm, other_norm = self._norms[row], self._norms[other]
+            if self._numbers_by_norm[norm] != self._numbers_by_norm[other_norm]:
+                return False
+            for r, n in ((row, norm), (other, other_norm)):
+                if r not in grams:
+                    grams[r] = self._grams(n)
+            return jaccard(grams[row], grams[other]) >= self.threshold
+
         refused: set[tuple[int, int]] = set()
         for bucket in self._bands.buckets():
             rows = sorted(bucket.tolist())
@@ -322,7 +402,7 @@ class NearDuplicates:
                 for other in rows[i + 1 :]:
                     if find(row) == find(other) or (row, other) in refused:
                         continue  # already joined, or already checked: no need to check again
-                    if self._same(self._norms[row], self._norms[other]):
+                    if same(row, other):
                         parent[find(other)] = find(row)
                     else:
                         refused.add((row, other))
