@@ -323,7 +323,17 @@ def groundedness_figures(docs: list[dict], seed: int, threshold: float) -> dict[
     for support, l in zip(supports, labelled):
         by_kind.setdefault(l.kind, []).append(support.lexical)
     korean = sum(bool(_HANGUL.search(l.pair.output)) for l in labelled)
+    per_language = {}
+    for name, wanted in (("ko", True), ("en", False)):
+        subset = [(s, l) for s, l in zip(supports, labelled) if bool(_HANGUL.search(text[l.pair.chunk_id][:2000])) == wanted]
+        flagged = [(bool(s.missing_numbers) or s.lexical < threshold, l) for s, l in subset]
+        tp = sum(f and not l.grounded for f, l in flagged)
+        fp = sum(f and l.grounded for f, l in flagged)
+        positives = sum(not l.grounded for _, l in flagged)
+        per_language[name] = {"pairs": len(subset), "precision": round(tp / (tp + fp), 4) if tp + fp else None,
+                              "recall": round(tp / positives, 4) if positives else None}
     return {"pairs": len(labelled), "korean_pairs": korean, "documents": len(docs), "sweep": rows,
+            "at_threshold_by_language": per_language,
             "mean_score_by_kind": {k: round(sum(v) / len(v), 3) for k, v in sorted(by_kind.items())}}
 
 
@@ -364,6 +374,9 @@ def main() -> None:
           f"from {grounded['documents']} documents; configured threshold {threshold}")
     print(table(grounded["sweep"], ["lexical_threshold", "precision", "recall", "grounded_rejected", "grounded", "ungrounded"]))
     print("   mean lexical score by kind: " + ", ".join(f"{k} {v}" for k, v in grounded["mean_score_by_kind"].items()))
+    print("   at the configured threshold, by the chunk's script: " + ", ".join(
+        f"{k}: {v['pairs']} pairs, precision {v['precision']}, recall {v['recall']}"
+        for k, v in grounded["at_threshold_by_language"].items()))
 
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"machine": f"{os.cpu_count()} cores", "validate": stage, "search": search,

