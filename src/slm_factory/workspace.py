@@ -198,22 +198,28 @@ class Checkpoint:
     def read(self, key: str = "id") -> list[dict[str, Any]]:
         return list(self._iter_unique(key))
 
-    def done_ids(self, key: str = "id") -> set[str]:
-        return {item[key] for item in self._iter_unique(key)}
-
-    def _iter_unique(self, key: str) -> Iterator[dict[str, Any]]:
+    def entries(self) -> Iterator[dict[str, Any]]:
+        """Every readable line, repeats included (a torn last line is skipped)."""
         if not self.path.exists():
             return
-        seen: set[str] = set()
         with self.path.open("rb") as handle:
             for raw in handle:
                 try:
                     item = json.loads(raw)
                 except (json.JSONDecodeError, UnicodeDecodeError):
                     continue
-                if isinstance(item, dict) and item.get(key) not in seen:
-                    seen.add(item.get(key))
+                if isinstance(item, dict):
                     yield item
+
+    def done_ids(self, key: str = "id") -> set[str]:
+        return {item[key] for item in self._iter_unique(key)}
+
+    def _iter_unique(self, key: str) -> Iterator[dict[str, Any]]:
+        seen: set[str] = set()
+        for item in self.entries():
+            if item.get(key) not in seen:
+                seen.add(item.get(key))
+                yield item
 
     def append(self, item: dict[str, Any]) -> None:
         self.extend([item])

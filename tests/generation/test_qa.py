@@ -140,3 +140,14 @@ def test_unreachable_teacher_stops_with_its_url(tmp_path: Path):
                                                 "max_retries": 0, "cache": False})
     run = run_stage(stage_named("generate"), ctx)
     assert run.status == "failed" and "127.0.0.1:9" in run.result.lines[0]
+
+
+def test_ledger_sees_entries_redone_under_new_settings(tmp_path):
+    from slm_factory.generation.qa import Ledger
+    from slm_factory.workspace import Checkpoint
+
+    checkpoint = Checkpoint(tmp_path / "qa_alpaca.partial.jsonl")
+    Ledger(checkpoint, "k1").add("pair", {"id": "p1", "instruction": "Q?", "output": "old"})
+    Ledger(checkpoint, "k2").add("pair", {"id": "p1", "instruction": "Q?", "output": "new"})
+    assert Ledger(checkpoint, "k2").done["p1"]["output"] == "new"
+    assert Ledger(checkpoint, "k1").done["p1"]["output"] == "old"

@@ -140,7 +140,13 @@ class Ledger:
     def __init__(self, checkpoint: Checkpoint, key: str) -> None:
         self.checkpoint = checkpoint
         self.key = key
-        entries = [e for e in checkpoint.read() if e.get("key") == key]
+        # Filter by key before keeping the first line per id: an entry redone under new settings
+        # (another temperature, another prompt) must not hide behind its older line.
+        entries, seen = [], set()
+        for entry in checkpoint.entries():
+            if entry.get("key") == key and entry.get("id") not in seen:
+                seen.add(entry.get("id"))
+                entries.append(entry)
         self.questions = {e["id"]: e["questions"] for e in entries if e.get("kind") == "questions"}
         self.done = {e["id"]: e for e in entries if e.get("kind") in ("pair", "rejected")}
 
