@@ -52,3 +52,22 @@ def test_dialogue_needs_generate_and_parse_and_a_failure_stops_the_chain(tmp_pat
     assert [s.name for s in stages_needed_for(dialogue, ctx.config, ctx.workspace)] == ["parse", "generate"]
     shutil.rmtree(tmp_path / "documents")  # parse fails: nothing after it runs
     assert _ran(run_with_prerequisites(dialogue, ctx)) == [("parse", "failed")]
+
+
+def test_analyze_runs_the_enabled_curation_chain_and_never_a_stage_that_is_off(tmp_path: Path) -> None:
+    from tests.test_fingerprints import schema_backend
+
+    ctx = _context(tmp_path)
+    ctx.teacher_backend = schema_backend()  # answers score, probe and paraphrase requests too
+    analyze = stage_named("analyze")
+    # score and augment are off by default, eval (split) and validation on
+    assert [s.name for s in stages_needed_for(analyze, ctx.config, ctx.workspace)] == ["parse", "generate", "validate", "split"]
+    runs = run_with_prerequisites(analyze, ctx)
+    assert _ran(runs) == [("parse", "ran"), ("generate", "ran"), ("validate", "ran"), ("split", "ran"), ("analyze", "ran")], \
+        [run.result.lines for run in runs if run.result]
+    assert ctx.workspace.path("report").exists() and not ctx.workspace.path("qa_scored").exists()
+    # everything is up to date: analyze alone reruns
+    assert _ran(run_with_prerequisites(analyze, ctx)) == [("analyze", "ran")]
+    # turning scoring on puts score into the chain, and what reads its output after it
+    on = ctx.config.model_copy(update={"scoring": ctx.config.scoring.model_copy(update={"enabled": True, "threshold": 1})})
+    assert [s.name for s in stages_needed_for(analyze, on, ctx.workspace)] == ["score", "split"]

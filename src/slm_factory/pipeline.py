@@ -187,7 +187,8 @@ STAGES: list[Stage] = [
         reads_pairs=True,
         makes_pairs=True,
         also_writes=("rejected_augment",),
-        more_inputs=lambda config: ("qa_test",) if config.eval.enabled else (),
+        # Held-out probes guard the paraphrases whenever qa_test.json exists (eval on or not).
+        more_inputs=lambda config: ("qa_test",),
         description="→ qa_augmented.json (paraphrased questions)",
     ),
     Stage(
@@ -210,7 +211,7 @@ def _analysed_extras(config: ProjectConfig) -> tuple[str, ...]:
     """Besides the pairs, analyze reads every enabled stage's rejections and the test set."""
     names = [name for stage in STAGES if stage.enabled(config) for name in stage.also_writes
              if name.startswith("rejected_")]
-    return (*names, "qa_test") if config.eval.enabled else tuple(names)
+    return (*names, "qa_test")  # read when it exists, as augment does
 
 
 def stage_named(name: str) -> Stage:
@@ -413,7 +414,8 @@ def stages_needed_for(target: Stage, config: ProjectConfig, workspace: Workspace
     while pending:
         for artifact in stage_inputs(pending.pop(), config):
             producer = producers.get(artifact)
-            if producer is not None and producer.name not in needed and producer is not target:
+            if producer is not None and producer.name not in needed and producer is not target \
+                    and producer.enabled(config):
                 needed.add(producer.name)
                 pending.append(producer)
     current = {row.name for row in stage_status(config, workspace) if row.up_to_date}
