@@ -37,10 +37,12 @@ MAX_RETRY_AFTER = 60.0  # a server asking for longer is treated as asking for a 
 
 # Overload is the server saying "slow down" (429, 503) or not answering in time. One such reply
 # among many good ones is noise -- a busy moment, a proxy -- and halving on each one held the
-# issue's stand-in at an eighth of its rate under 2.5% random 429s. It is overload when
-OVERLOAD_IN_A_ROW = 3  # this many come with no good reply between them, or
-OVERLOAD_SHARE = 0.2  # they are this share of the recent outcomes (and at least OVERLOAD_IN_A_ROW);
-RECENT_OUTCOMES = 32  # with 2.5% random 429s, 7 of 32 happens about once in 50,000 outcomes.
+# issue's stand-in at an eighth of its rate under 2.5% random 429s. It is overload when at least
+OVERLOAD_MIN = 3  # this many of the last requests sent got one, and they are at least
+OVERLOAD_SHARE = 0.2  # this share of those requests; "the last": the last max(32, 2 x size) sent.
+OVERLOAD_SPAN = 32  # With 2.5% random 429s, 7 of 32 happens about once in 50,000 requests.
+# Counted per request sent, not per reply: a 429 comes back at once, so a round's few random 429s
+# arrive in a row ahead of its good replies, and "3 replies in a row" fired every few rounds.
 MIN_ROUND = 16  # a round: `size` good replies, at least this many (fewer: a noisy rate)
 HOLD_ROUNDS = 2  # steady rounds before trying a size that failed before (doubles after each miss)
 GAIN_SHARE = 0.5  # a bigger window is kept when the rate grows by half as much as the window
@@ -68,14 +70,14 @@ class AdaptiveWindow:
     pays; a step that meets an overload reply or brings no more replies per second is undone.
 
     A server with fewer slots than the window queues instead of refusing: no error, only latency
-    that grows with the window while the rate stays flat. So when a round's median latency is well
-    above the lowest seen, half the window is tried; when half brings nearly the same rate it is
-    kept. Rates, not latencies, decide: a batching server (vLLM) is slower per request at a larger
-    window but serves more, and must keep it. Decisions are made only on rounds where callers
-    kept the window full; requests sent before the last change do not count against the new size.
+    that grows with the window while the rate stays flat. So when rounds' median latency stays
+    well above the lowest seen, half the window is tried; when half brings nearly the same rate it
+    is kept. Rates (by Little's law: size / latency), not latencies, decide: a batching server
+    (vLLM) is slower per request at a larger window but serves more, and must keep it. Decisions
+    are made only on rounds where callers kept the window full, from requests sent at that size.
     """
 
-    def __init__(self, ceiling: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, ceiling: int) -> None:
         self.ceiling = max(1, ceiling)
         self.size = self.ceiling
         self.limit = self.ceiling  # the largest size believed useful
@@ -85,11 +87,11 @@ class AdaptiveWindow:
         self.isolated = 0  # overload replies that were not overload: retried, window kept
         self.pauses = 0
         self.trials = 0
-        self._clock = clock
         self._waiters: deque[asyncio.Future[None]] = deque()
-        self._epoch = 0  # bumped on every change of size: a ticket from before says nothing now
-        self._in_a_row = 0
-        self._recent: deque[bool] = deque(maxlen=RECENT_OUTCOMES)  # True = overload reply
+        self._sent = 0  # a ticket is the number of its request; the size changed at _epoch_start
+        self._epoch_start = 0  # tickets below it were sent under another size: they say nothing now
+        self._overloads: deque[int] = deque()  # tickets of this size's overload replies
+        self._slow_rounds = 0
         self._paused_until = 0.0
         self._round_latencies: list[float] = []
         self._warmup = True  # the first round also opens the connections
@@ -97,7 +99,7 @@ class AdaptiveWindow:
         self._steady = 0  # measured rounds at this size
         self._hold = HOLD_ROUNDS  # rounds at `limit` before stepping above it
         self._step = 1
-        self._down_after = HOLD_ROUNDS  # rounds of high latency before trying half the window
+        self._down_after = HOLD_ROUNDS  # slow rounds in a row before trying half the window
         self._lowest_latency: float | None = None
 
     # -- slots ----------------------------------------------------------------------------------
@@ -106,7 +108,7 @@ class AdaptiveWindow:
         """Wait for a slot; returns a ticket to pass back with the outcome."""
         if self.in_flight < self.size and not self._waiters and not self._paused():
             self.in_flight += 1
-            return self._epoch
+            return self._ticket()
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
@@ -117,7 +119,11 @@ class AdaptiveWindow:
             else:
                 self._waiters.remove(waiter)
             raise
-        return self._epoch
+        return self._ticket()
+
+    def _ticket(self) -> int:
+        self._sent += 1
+        return self._sent
 
     def release(self) -> None:
         self.in_flight -= 1
@@ -133,10 +139,10 @@ class AdaptiveWindow:
                 waiter.set_result(None)
 
     def _paused(self) -> bool:
-        return self._clock() < self._paused_until
+        return time.monotonic() < self._paused_until
 
     def _pause(self, seconds: float) -> None:
-        until = self._clock() + seconds
+        until = time.monotonic() + seconds
         if until <= self._paused_until:
             return
         self._paused_until = until
@@ -151,36 +157,30 @@ class AdaptiveWindow:
     # -- outcomes -------------------------------------------------------------------------------
 
     def overloaded(self, ticket: int, retry_after: float | None = None) -> None:
-        """A 429, 503 or timeout."""
-        if ticket != self._epoch:
+        """A 429, 503 or timeout. (Other errors -- a 500, a cut-off reply -- leave the window be.)"""
+        if ticket < self._epoch_start:
             return
-        self._in_a_row += 1
-        self._recent.append(True)
-        if self._trial is not None and self._trial.grow:
-            self._undo(self._trial)  # the step above asked for too much: back to what worked
-        elif self._is_overload():
-            self._cut(retry_after)
-        else:
+        self._overloads.append(ticket)
+        if not self._is_overload():
             self.isolated += 1
-
-    def failed(self, ticket: int) -> None:
-        """An error that is not overload (a 500, a cut-off body): the window stays."""
-        if ticket == self._epoch:
-            self._recent.append(False)
+        elif self._trial is not None and self._trial.grow:
+            self._undo(self._trial)  # the step above asked for too much: back to what worked
+        else:
+            self._cut(retry_after)
 
     def succeeded(self, ticket: int, latency: float) -> None:
-        # Every good reply counts towards the round's rate, whatever size it was sent under.
+        if ticket < self._epoch_start:
+            return  # sent under the old size: its latency is the old size's
         self._round_latencies.append(latency)
-        if ticket == self._epoch:
-            self._in_a_row = 0
-            self._recent.append(False)
         if len(self._round_latencies) >= max(self.size, MIN_ROUND):
             self._end_round()
 
     def _is_overload(self) -> bool:
-        overloads = sum(self._recent)
-        return self._in_a_row >= OVERLOAD_IN_A_ROW or (
-            overloads >= OVERLOAD_IN_A_ROW and overloads >= OVERLOAD_SHARE * len(self._recent))
+        span = max(OVERLOAD_SPAN, 2 * self.size)
+        while self._overloads and self._overloads[0] <= self._sent - span:
+            self._overloads.popleft()
+        sent = min(span, self._sent - self._epoch_start + 1)
+        return len(self._overloads) >= max(OVERLOAD_MIN, OVERLOAD_SHARE * sent)
 
     def _cut(self, retry_after: float | None) -> None:
         self.decreases += 1
@@ -197,13 +197,16 @@ class AdaptiveWindow:
         latencies = sorted(self._round_latencies)
         self._round_latencies = []
         full = self.in_flight >= self.size or bool(self._waiters)
-        median, low = latencies[len(latencies) // 2], latencies[len(latencies) // 10]
-        # Replies per second by Little's law, from the median: a stall of this process or a few
-        # slow replies move it far less than counting replies over the round's wall time does.
-        rate = self.size / max(median, 1e-9)
+        tenth = len(latencies) // 10
+        median, low = latencies[len(latencies) // 2], latencies[tenth]
+        # Replies per second by Little's law, from the mean latency less the slowest and fastest
+        # tenth: a stall of this process or a few odd replies move it far less than counting
+        # replies over the round's wall time does.
+        middle = latencies[tenth:len(latencies) - tenth]
+        rate = self.size / max(sum(middle) / len(middle), 1e-9)
         self._lowest_latency = low if self._lowest_latency is None else min(self._lowest_latency, low)
         if self._warmup:
-            self._warmup = False  # replies sent under the old size were still arriving
+            self._warmup = False  # the first requests of a new size queued behind the old ones
             return
         if not full:
             return  # callers asked for less than the window: the rate says nothing about the server
@@ -211,12 +214,12 @@ class AdaptiveWindow:
             self._judge(self._trial, rate)
             return
         self._steady += 1
+        self._slow_rounds = self._slow_rounds + 1 if median > LATENCY_RISE * self._lowest_latency else 0
         if self.size < self.limit:
             self._try(min(self.limit, 2 * self.size), rate)
         elif self.size < self.ceiling and self._steady >= self._hold:
             self._try(self._step_up(), rate)
-        elif (self.size > 1 and self._steady >= self._down_after
-              and median > LATENCY_RISE * self._lowest_latency):
+        elif self.size > 1 and self._slow_rounds >= self._down_after:
             self._try(self.size // 2, rate)
 
     def _try(self, size: int, rate: float) -> None:
@@ -262,11 +265,10 @@ class AdaptiveWindow:
 
     def _resize(self, size: int) -> None:
         self.size = size
-        self._epoch += 1
+        self._epoch_start = self._sent + 1
+        self._overloads.clear()
         self._trial = None
-        self._in_a_row = 0
-        self._recent.clear()
-        self._steady = 0
+        self._steady = self._slow_rounds = 0
         self._warmup = True
         self._wake()
 
@@ -478,8 +480,6 @@ class Teacher:
             self._stats.fault(error)
             if error.overload:
                 self.window.overloaded(ticket, error.retry_after)
-            else:
-                self.window.failed(ticket)
             raise
         finally:
             self.window.release()
