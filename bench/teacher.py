@@ -13,6 +13,15 @@
    every question), from real corpus documents, counted with one tokenizer for both.
 3. If the SmolLM2 GGUF is installed: a real llama_cpp.server, our Teacher at 1 and 4 slots
    against the server's own single-stream rate (one request at a time, raw aiohttp).
+4. The teacher under faults (issue 8): the real `generate` stage against the StubServer of
+   tests/teacher/servers.py in its own process (64 slots, 200 ms a reply), with no faults and
+   with 2.5% HTTP 500 + 2.5% 429 (Retry-After: 1) + 2.5% JSON bodies cut off, in the same run;
+   target: >= 50% of the fault-free rate, nothing lost, every fault counted. Then overload: a
+   server that answers 429 above 16 requests in flight, and one with 16 slots that queues the
+   rest (ideal for both: 16 / 200 ms = 80 replies/s). `--before SRC` runs the same against
+   another checkout's src/ (e.g. `git worktree add /tmp/before 5dbe382`), interleaved.
+
+    python bench/teacher.py --faults-only [--before /tmp/before/src]
 """
 
 from __future__ import annotations
@@ -23,22 +32,29 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import random
+import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
+# The code under test; the fault section runs its clients in subprocesses with another src/.
+SRC = Path(os.environ.get("SLM_FACTORY_SRC", REPO / "src"))
+sys.path.insert(0, str(SRC))
 
 from slm_factory.teacher import Teacher
 from slm_factory.teacher.openai import OpenAIBackend
 
 RESULTS = REPO / "bench" / "results" / "teacher.json"
+FAULT_RESULTS = REPO / "bench" / "results" / "teacher_faults.json"
 CORPUS = Path(os.environ.get("SLM_FACTORY_CORPUS", REPO.parent / "shared" / "corpus"))
 DOCUMENTS = ["us-18f-content-guide-urls-and-filenames.md", "kr-constitution-of-the-republic-of-korea.txt",
              "en-tolstoy-war-and-peace-full.txt"]
@@ -308,16 +324,212 @@ def bench_llama_server(count: int) -> dict[str, Any] | None:
                      for slots, r in ours.items()}}
 
 
+# -- part 4: the teacher under faults ----------------------------------------------------------
+
+FAULT_MIX = {"500": 0.025, "429": 0.025, "truncated": 0.025}
+# What the pool calls each fault the stand-in sends (a body cut off mid-way is a bad reply).
+FAULT_NAMES = {"500": "500", "429": "429", "503": "503", "truncated": "bad_reply", "hang": "timeout"}
+STUB_SLOTS, STUB_LATENCY, OVERLOAD_AT = 64, 0.2, 16
+
+
+def serve_stub(settings: dict[str, Any]) -> None:
+    """tests/teacher/servers.py's StubServer in this process, answering as generate's teacher.
+
+    Faults are drawn per request from `mix`, seeded; on SIGTERM it writes what it sent to
+    `report` (a JSON file) and exits."""
+    sys.path.insert(0, str(REPO))
+    from tests.generation.echo_teacher import answer_reply, questions_reply
+    from tests.teacher.servers import StubServer
+
+    draw = random.Random(settings["seed"])
+
+    def plan(item: int | None, attempt: int) -> str:
+        value = draw.random()
+        for fault, share in settings["mix"].items():
+            if value < share:
+                return fault
+            value -= share
+        return "ok"
+
+    def content(body: dict[str, Any]) -> str:
+        prompt = (body.get("messages") or [{}])[-1].get("content", "")
+        if "<excerpt>" not in prompt:
+            return "ready"
+        return json.dumps(questions_reply(prompt) if '{"questions"' in prompt else answer_reply(prompt))
+
+    server = StubServer(plan=plan, latency=settings["latency"], slots=settings.get("slots"),
+                        max_concurrent=settings.get("over"), retry_after=1.0, content=content, max_requests=10**9)
+
+    async def main() -> None:
+        await server.start(settings["port"])
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
+        sent = [a for a in server.arrivals if a.body.get("messages")]  # not the readiness probes
+        report = {"requests": len(sent), "faults": dict(Counter(a.fault for a in sent if a.fault != "ok")),
+                  "most_in_flight": max((a.concurrent for a in sent), default=0)}
+        Path(settings["report"]).write_text(json.dumps(report), encoding="utf-8")
+
+    asyncio.run(main())
+
+
+def bench_documents(chunks: int) -> list[dict[str, Any]]:
+    """Synthetic English documents: one chunk per paragraph at the chunk budget used below."""
+    from slm_factory.parsing.base import DocumentBuilder
+
+    words = random.Random(7)
+    vocabulary = ("subsidy applicants residents council budget permit deadline district office payment "
+                  "month year rule school housing transport fee review appeal notice").split()
+    documents = []
+    per_document = 30
+    for number in range(0, chunks, per_document):
+        builder = DocumentBuilder(Path(f"/bench/doc-{number}.txt"), "txt", f"bench-{number}".encode())
+        builder.title = f"Bench notice {number}"
+        for section in range(min(per_document, chunks - number)):
+            builder.heading(f"Part {section + 1}", 1)
+            sentence = lambda: " ".join(words.choice(vocabulary) for _ in range(12)).capitalize() + "."  # noqa: E731
+            builder.paragraph(" ".join(sentence() for _ in range(6)))
+        documents.append(builder.build().model_dump(mode="json"))
+    return documents
+
+
+def generate_client(url: str, chunks: int, concurrency: int) -> dict[str, Any]:
+    """One run of the real generate stage (config, chunking, prompts, ledger, pool) against `url`."""
+    from slm_factory.config import parse_config
+    from slm_factory.pipeline import StageContext, stage_named
+    from slm_factory.workspace import Workspace
+
+    with tempfile.TemporaryDirectory() as folder:
+        config = parse_config({
+            "paths": {"output": f"{folder}/output"},
+            "teacher": {"backend": "openai", "api_base": url, "model": "bench", "max_concurrency": concurrency,
+                        "max_retries": 4, "cache": False, "timeout": 30},
+            "questions": {"questions_per_chunk": 4},
+            "chunking": {"max_tokens": 200, "overlap_tokens": 0},
+        })
+        workspace = Workspace(config.output_dir)
+        workspace.write_json("parsed_documents", bench_documents(chunks))
+        started = time.perf_counter()
+        result = stage_named("generate").run(StageContext(config=config, workspace=workspace))
+        wall = time.perf_counter() - started
+    teacher = result.extra["teacher"]
+    return {"wall_s": round(wall, 2), "counts": result.counts, "teacher": teacher,
+            "replies_per_s": round(teacher["completed"] / teacher["seconds"], 1) if teacher["seconds"] else 0.0}
+
+
+def run_case(src: str, case: dict[str, Any], chunks: int) -> dict[str, Any]:
+    port = free_port()
+    with tempfile.TemporaryDirectory() as folder:
+        report = Path(folder) / "server.json"
+        settings = {"port": port, "latency": STUB_LATENCY, "seed": 8, "report": str(report), **case["server"]}
+        server = start_process([sys.executable, __file__, "--serve-stub", json.dumps(settings)],
+                               f"http://127.0.0.1:{port}/v1/models")
+        try:
+            client = subprocess.run(
+                [sys.executable, __file__, "--generate-client", f"http://127.0.0.1:{port}/v1", str(chunks),
+                 str(STUB_SLOTS)],
+                env={**os.environ, "SLM_FACTORY_SRC": src}, capture_output=True, text=True, timeout=900)
+        finally:
+            stop_process(server)
+        if client.returncode != 0:
+            raise RuntimeError(f"generate client failed: {client.stderr[-2000:]}")
+        result = json.loads(client.stdout.strip().splitlines()[-1])
+        result["server"] = json.loads(report.read_text(encoding="utf-8"))
+    return result
+
+
+# The fault-free case runs before and after the faulty one; the better of the two is the rate to
+# compare with, so a burst of load from another process on a shared machine does not flatter it.
+FAULT_CASES = [
+    {"name": "no faults", "server": {"slots": STUB_SLOTS, "mix": {}}},
+    {"name": "2.5% 500 + 2.5% 429 + 2.5% cut JSON", "server": {"slots": STUB_SLOTS, "mix": FAULT_MIX}},
+    {"name": "no faults (again)", "server": {"slots": STUB_SLOTS, "mix": {}}},
+    {"name": f"429 above {OVERLOAD_AT} in flight", "server": {"over": OVERLOAD_AT, "mix": {}}},
+    {"name": f"{OVERLOAD_AT} slots, the rest queue", "server": {"slots": OVERLOAD_AT, "mix": {}}},
+]
+IDEAL = {case["name"]: (case["server"].get("over") or case["server"]["slots"]) / STUB_LATENCY for case in FAULT_CASES}
+
+
+def bench_faults(chunks: int, before: str | None) -> dict[str, Any]:
+    """The same cases against each code version, interleaved so machine load hits both alike."""
+    versions = {"after": str(SRC)} | ({"before": before} if before else {})
+    runs: dict[str, dict[str, Any]] = {name: {} for name in versions}
+    for case in FAULT_CASES:
+        for name, src in versions.items():
+            runs[name][case["name"]] = run_case(src, case, chunks)
+            runs[name][case["name"]]["load_average"] = os.getloadavg()[0]
+    print(f"\nThe teacher under faults: real generate, {chunks} chunks x 5 requests, stand-in "
+          f"{STUB_SLOTS} slots x {STUB_LATENCY * 1000:.0f} ms, window {STUB_SLOTS}")
+    print(f"{'case':<38} {'code':<7} {'replies/s':>9} {'of ideal':>8} {'vs clean':>8} {'failed':>6} {'requests':>8} "
+          f"{'server faults':<34} {'window now/smallest/limit':>25} {'load':>5}")
+    summary: dict[str, Any] = {}
+    for name in versions:
+        clean = max(runs[name][case]["replies_per_s"] for case in ("no faults", "no faults (again)"))
+        for case in FAULT_CASES:
+            run = runs[name][case["name"]]
+            run["vs_no_faults"] = round(run["replies_per_s"] / clean, 3) if clean else 0.0
+            run["of_ideal"] = round(run["replies_per_s"] / IDEAL[case["name"]], 3)
+            versus = f"{run['vs_no_faults']:>8.0%}" if IDEAL[case["name"]] == STUB_SLOTS / STUB_LATENCY else f"{'':>8}"
+            window = run["teacher"]["window"]
+            window_cell = f"{window['now']}/{window['smallest']}/{window.get('limit', '-')}"
+            faults = ", ".join(f"{k}: {v}" for k, v in sorted(run["server"]["faults"].items())) or "-"
+            print(f"{case['name']:<38} {name:<7} {run['replies_per_s']:>9.1f} {run['of_ideal']:>8.0%} {versus} "
+                  f"{run['counts']['failed']:>6} {run['server']['requests']:>8} {faults:<34} {window_cell:>25} "
+                  f"{run['load_average']:>5.1f}")
+        faulty = runs[name][FAULT_CASES[1]["name"]]
+        summary[name] = {"fault_mix_vs_no_faults": faulty["vs_no_faults"],
+                         "nothing_lost": all(r["counts"]["failed"] == 0 and r["teacher"]["failures"] == 0
+                                             for r in runs[name].values()),
+                         "faults_counted": all(_faults_match(r) for r in runs[name].values())}
+    for name, line in summary.items():
+        print(f"  {name}: fault mix at {line['fault_mix_vs_no_faults']:.0%} of the fault-free rate (target >= 50%); "
+              f"nothing lost: {line['nothing_lost']}; every fault counted by kind: {line['faults_counted']}")
+    print(f"  (ideal: slots / latency, {STUB_SLOTS / STUB_LATENCY:.0f} replies/s, and {OVERLOAD_AT / STUB_LATENCY:.0f} "
+          f"in the overload cases, where the window should settle near {OVERLOAD_AT})")
+    results = {"machine": {"cpus": os.cpu_count(), "load_average": os.getloadavg()}, "chunks": chunks,
+               "stand_in": {"slots": STUB_SLOTS, "latency_s": STUB_LATENCY, "fault_mix": FAULT_MIX,
+                            "overload_at": OVERLOAD_AT},
+               "summary": summary, "runs": runs}
+    FAULT_RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    FAULT_RESULTS.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"wrote {FAULT_RESULTS.relative_to(REPO)}")
+    return results
+
+
+def _faults_match(run: dict[str, Any]) -> bool:
+    """The client's count of each fault equals what the stand-in sent (code without stats()["faults"]: no)."""
+    counted = run["teacher"].get("faults")
+    if counted is None:
+        return False
+    sent = Counter({FAULT_NAMES[k]: v for k, v in run["server"]["faults"].items()})
+    return Counter(counted) == sent
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer requests; skip the llama.cpp server")
     parser.add_argument("--latency", type=float, default=0.2)
     parser.add_argument("--slots", default="1,8,64,256")
     parser.add_argument("--questions-per-chunk", type=int, default=5)
+    parser.add_argument("--faults-only", action="store_true", help="run only part 4, the teacher under faults")
+    parser.add_argument("--before", metavar="SRC", help="part 4 also against this src/ (the code before a change)")
+    parser.add_argument("--chunks", type=int, default=300, help="part 4: chunks to generate from (5 requests each)")
     parser.add_argument("--serve", nargs=3, metavar=("PORT", "SLOTS", "LATENCY"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve-stub", metavar="JSON", help=argparse.SUPPRESS)
+    parser.add_argument("--generate-client", nargs=3, metavar=("URL", "CHUNKS", "CONCURRENCY"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(int(args.serve[0]), int(args.serve[1]), float(args.serve[2]))
+        return
+    if args.serve_stub:
+        serve_stub(json.loads(args.serve_stub))
+        return
+    if args.generate_client:
+        url, chunks, concurrency = args.generate_client
+        print(json.dumps(generate_client(url, int(chunks), int(concurrency))))
+        return
+    if args.faults_only:
+        bench_faults(args.chunks, args.before)
         return
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "load_average": os.getloadavg(),
                                            "python": sys.version.split()[0]}}
@@ -325,6 +537,7 @@ def main() -> None:
     results["stand_in"] = bench_stand_in(slots, args.latency, 3 if args.quick else 6)
     results["prompt_tokens"] = bench_prompt_tokens(args.questions_per_chunk)
     results["llama_server"] = None if args.quick else bench_llama_server(16)
+    bench_faults(100 if args.quick else args.chunks, args.before)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"\nwrote {RESULTS.relative_to(REPO)}")
