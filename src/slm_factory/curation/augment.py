@@ -278,9 +278,7 @@ def _result(ctx: StageContext, work: TeacherWork, pairs: list[QAPair], output: l
         extra={"teacher": work.teacher_stats, "rejections": reason_counts(rejections), "probe_guard": guarded},
         summary=f"Augmentation complete: {len(pairs)} → {len(output)}",
     )
-    by_id = {pair.id: pair for pair in pairs}
-    for line in work.failure_lines(lambda i: f"{by_id[i].source_doc}: {by_id[i].instruction[:60]!r}"):
-        ctx.log.warning(line)
+    work.log_pair_failures(ctx.log, pairs)
     if work.failures:
         result.lines.append(f"{len(work.failures)} questions got no usable paraphrase; "
                             "run `slm-factory augment` again to retry only those")

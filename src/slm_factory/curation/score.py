@@ -120,9 +120,7 @@ def _result(ctx: StageContext, work: TeacherWork, pairs: list[QAPair], kept: lis
         extra={"teacher": work.teacher_stats, "rejections": reason_counts(rejections), "scores": histogram},
         summary=f"Score complete: {len(kept)} passed, {len(rejections)} filtered (out of {len(pairs)} validated)",
     )
-    by_id = {pair.id: pair for pair in pairs}
-    for line in work.failure_lines(lambda i: f"{by_id[i].source_doc}: {by_id[i].instruction[:60]!r}"):
-        ctx.log.warning(line)
+    work.log_pair_failures(ctx.log, pairs)
     if work.failures:
         result.lines.append(f"{len(work.failures)} pairs got no readable verdict and are left out of qa_scored.json; "
                             "run `slm-factory score` again to retry only those")

@@ -60,6 +60,12 @@ class TeacherWork:
         """Up to `limit` lines "<label(id)>: <reason>" for the log."""
         return [f"{label(item)}: {reason}" for item, reason in list(self.failures.items())[:limit]]
 
+    def log_pair_failures(self, log: Any, pairs: Sequence[Any]) -> None:
+        """Warn about each failed pair by its document and question."""
+        by_id = {pair.id: pair for pair in pairs}
+        for line in self.failure_lines(lambda i: f"{by_id[i].source_doc}: {by_id[i].instruction[:60]!r}"):
+            log.warning(line)
+
 
 class _Stop(Exception):
     """Raised inside a worker to end the whole pass (map_unordered then cancels the rest)."""
