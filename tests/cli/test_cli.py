@@ -118,3 +118,11 @@ def test_parse_with_nothing_parsable_fails(tmp_path: Path):
     assert result.exit_code == 1
     assert "fake.pdf: the file is a JPEG image, not a PDF document" in result.output
     assert not (tmp_path / "proj" / "output" / "parsed_documents.json").exists()
+
+
+def test_teacher_line_counts_faults_by_kind():
+    from slm_factory.cli.common import teacher_summary
+
+    line = teacher_summary({"backend": "openai", "model": "m", "requests": 9, "faults": {"500": 3, "429": 2}})
+    assert "9 requests" in line and line.endswith("faults 500 3, 429 2")
+    assert "faults" not in teacher_summary({"backend": "openai", "model": "m", "faults": {}})

@@ -155,4 +155,5 @@ def teacher_summary(stats: dict) -> str:
         f"{stats.get('cache_hits', 0)} cached, {stats.get('retries', 0)} retries, {stats.get('failures', 0)} failed; "
         f"tokens {stats.get('prompt_tokens', 0)} prompt + {stats.get('completion_tokens', 0)} completion; "
         f"{stats.get('items_per_s', 0)} replies/s"
+        + (f"; faults {', '.join(f'{kind} {n}' for kind, n in faults.items())}" if (faults := stats.get("faults")) else "")
     )
