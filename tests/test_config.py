@@ -284,3 +284,11 @@ def test_init_refuses_an_unknown_language_in_one_line(tmp_path: Path):
     assert not (tmp_path / "p" / "project.yaml").exists()
     ok = CliRunner().invoke(app, ["init", "--name", "p", "--path", str(tmp_path), "--language", "KO"])
     assert ok.exit_code == 0 and load_config(tmp_path / "p" / "project.yaml").project.language == "ko"
+
+
+def test_a_renamed_artifact_is_noted_not_silently_ignored():
+    from slm_factory.config import parse_config
+
+    config = parse_config({"analyzer": {"output_file": "stats.json"}})
+    assert any("analyzer.output_file" in n and "data_analysis.json" in n for n in config.notices)
+    assert parse_config({}).notices == []

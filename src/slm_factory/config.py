@@ -485,8 +485,18 @@ def parse_config(raw: Any, root: Path = Path(".")) -> ProjectConfig:
     except ValidationError as error:
         raise ConfigError(describe_errors(error)) from None
     config._root = root.resolve()
-    config._notices = notices
+    config._notices = notices + _fixed_name_notices(config)
     return config
+
+
+# Artifact names are fixed so that every stage and `status` find them; a renamed one would be lost.
+_FIXED_NAMES = {"analyzer.output_file": "data_analysis.json", "review.output_file": "qa_reviewed.json",
+                "eval.output_file": "eval_results.json", "compare.output_file": "compare_results.json"}
+
+
+def _fixed_name_notices(config: ProjectConfig) -> list[str]:
+    return [f"{key}: {config.section(key)!r} is not used; the file is always output/{name}"
+            for key, name in _FIXED_NAMES.items() if config.section(key) != name]
 
 
 def load_config(path: str | Path) -> ProjectConfig:
