@@ -499,6 +499,7 @@ def test_review_command_opens_newest_pairs_beside_their_source_and_status_shows_
         seen["chunk"], seen["status"] = shown(app, "#chunk"), shown(app, "#statusbar")
         await pilot.press("a", "a", "r", "1", "q")
 
+    monkeypatch.setattr("slm_factory.cli.review._has_terminal", lambda: True)
     monkeypatch.setattr(ReviewApp, "run", lambda self, **kw: real_run(self, headless=True, size=(120, 32), auto_pilot=pilot_script))
     result = invoke("review", "-c", str(project))
     assert result.exit_code == 0, result.output
@@ -605,9 +606,20 @@ def test_review_of_generated_pairs_shows_each_one_beside_its_own_chunk(tmp_path:
             await pilot.press("a" if number % 3 else "r", *([] if number % 3 else ["2"]))
         await pilot.press("q")
 
+    monkeypatch.setattr("slm_factory.cli.review._has_terminal", lambda: True)
     monkeypatch.setattr(ReviewApp, "run", lambda self, **kw: real_run(self, headless=True, size=(160, 48), auto_pilot=pilot_script))
     result = invoke("review", "-c", str(config), "--data", str(pairs_file))
     assert result.exit_code == 0, result.output
     assert missing == []
     kept = reviewed(config.parent / "output")
     assert [r["id"] for r in kept] == [p.id for i, p in enumerate(pairs) if i % 3]
+
+
+def test_review_without_a_terminal_says_so_in_one_line(project: Path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "slm_factory", "review", "-c", str(project)],
+                            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "terminal" in result.stderr

@@ -15,6 +15,12 @@ DataOption = Annotated[Path | None, typer.Option(
     "--data", help="Pairs to review instead of the newest pairs artifact (qa_alpaca-style JSON list).")]
 
 
+def _has_terminal() -> bool:
+    import sys
+
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
 @app.command()
 def review(
     config: ConfigOption = Path("project.yaml"),
@@ -44,6 +50,8 @@ def review(
             label, session = open_review(ctx)
         except StageError as error:
             raise fail(escape(str(error))) from None
+        if not _has_terminal():  # after the input checks, so a bad file is reported first
+            raise fail("review reads keys from a terminal; run it in one (not through a pipe or a script)")
         sources = Sources(ctx)
         ReviewApp(session, sources.chunk_text, label, warm=lambda: sources.chunks).run()
     counts = session.counts()
