@@ -322,6 +322,23 @@ def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
+def _check_probes(parents: list[QAPair], replies: dict[str, str], training: TrainingQuestions
+                  ) -> tuple[dict[str, str], dict[str, tuple[str, Verdict]]]:
+    """Split the teacher's questions into accepted probes and turned-down ones with their verdict."""
+    accepted: dict[str, str] = {}
+    turned_down: dict[str, tuple[str, Verdict]] = {}
+    for parent in parents:
+        question = replies.get(parent.id)
+        if question is None:
+            continue
+        verdict = probe_problem(question, parent, training)
+        if verdict is None:
+            accepted[parent.id] = question
+        else:
+            turned_down[parent.id] = (question, verdict)
+    return accepted, turned_down
+
+
 def write_probes(ctx: StageContext, train: list[QAPair], parents: list[QAPair]) -> Probing:
     """One probe per parent: ask, check, ask once more with a note where the check fails."""
     from slm_factory.curation.teacher_work import ask_each
@@ -345,18 +362,10 @@ def write_probes(ctx: StageContext, train: list[QAPair], parents: list[QAPair]) 
     _account(probing, work)
     if probing.stopped:
         return probing
-    turned_down: dict[str, tuple[str, Verdict]] = {}
-    accepted: dict[str, str] = {}
+    accepted, turned_down = _check_probes(parents, work.results, training)
     for parent in parents:
-        question = work.results.get(parent.id)
-        if question is None:
-            continue
-        verdict = probe_problem(question, parent, training)
-        if verdict is None:
-            accepted[parent.id] = question
-        else:
-            turned_down[parent.id] = (question, verdict)
-            probing.rejections.append(_rejection(parent, question, verdict, "(asked again)"))
+        if parent.id in turned_down:
+            probing.rejections.append(_rejection(parent, *turned_down[parent.id], "(asked again)"))
     again = [parent for parent in parents if parent.id in turned_down]
     probing.asked_again = len(again)
     if again:
@@ -366,14 +375,11 @@ def write_probes(ctx: StageContext, train: list[QAPair], parents: list[QAPair]) 
         _account(probing, retry)
         if probing.stopped:
             return probing
+        accepted_again, still_wrong = _check_probes(again, retry.results, training)
+        accepted.update(accepted_again)
         for parent in again:
-            question = retry.results.get(parent.id)
-            if question is None:
-                continue
-            verdict = probe_problem(question, parent, training)
-            if verdict is None:
-                accepted[parent.id] = question
-            else:
+            if parent.id in still_wrong:
+                question, verdict = still_wrong[parent.id]
                 probing.rejections.append(_rejection(parent, question, verdict, "(dropped after asking twice)"))
                 probing.dropped[parent.id] = verdict.rule
     probing.probes = [make_probe(parent, accepted[parent.id]) for parent in parents if parent.id in accepted]
