@@ -105,3 +105,13 @@ def test_state_holds_no_secret(project, monkeypatch):
     ctx = project(teacher={"api_key": "${SLM_KEY}"})
     run_pipeline(ctx)
     assert "sk-very-secret" not in ctx.workspace.state_path.read_text()
+
+
+def test_artifact_items_counts_records_lines_and_analysed_pairs(tmp_path: Path):
+    from slm_factory.pipeline import artifact_items
+
+    (tmp_path / "pairs.json").write_text(json.dumps([{"a": 1}, {"a": 2}]), encoding="utf-8")
+    (tmp_path / "data.jsonl").write_text('{"a": 1}\n\n{"a": 2}\n{"a": 3}\n', encoding="utf-8")
+    (tmp_path / "data_analysis.json").write_text(json.dumps({"format": 1, "totals": {"pairs": 41}}), encoding="utf-8")
+    assert [artifact_items(tmp_path / n) for n in ("pairs.json", "data.jsonl", "data_analysis.json")] == [2, 3, 41]
+    assert artifact_items(tmp_path / "missing.json") is None

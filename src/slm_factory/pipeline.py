@@ -324,6 +324,8 @@ def artifact_items(path: Path) -> int | None:
             return None
         if isinstance(data, dict) and isinstance(data.get("documents"), list):
             return len(data["documents"])
+        if isinstance(data, dict) and isinstance(data.get("totals"), dict):  # data_analysis.json
+            return data["totals"].get("pairs")
         return len(data) if isinstance(data, (list, dict)) else None
     return None
 
