@@ -264,8 +264,13 @@ class AnalyzerSection(Section):
 
 
 class StudentSection(Section):
-    model: str = Field("google/gemma-3-1b-it", min_length=1, description="Student model (HF id or local folder).")
+    model: str = Field("google/gemma-3-1b-it", min_length=1, description="Student model: a Hugging Face name, a local folder, a .gguf file, "
+                       "or smollm2 (the SmolLM2-135M-Instruct the llamacpp extra ships).")
     max_seq_length: int = Field(4096, gt=0, description="Longest training sequence in tokens.")
+    chat_template: str | None = Field(
+        None, description="Jinja chat template (the text, or a .jinja file) replacing the tokenizer's own; "
+        "needed for a model without one."
+    )
 
 
 class LoraSection(Section):
