@@ -22,6 +22,7 @@ from slm_factory.config import parse_config
 from slm_factory.pipeline import NEUTRAL_KEYS, STAGES, StageContext, config_fingerprint, stage_status
 from slm_factory.workspace import Workspace
 from tests.teacher.fakes import ScriptedBackend
+from tests.training.tiny import save_tiny_student
 
 # Properties of ProjectConfig computed from keys.
 _DERIVED = {"documents_dir": "paths.documents", "output_dir": "paths.output", "questions_file": "questions.file"}
@@ -123,7 +124,8 @@ def project(tmp_path: Path):
         "augment": {"enabled": True, "num_variants": 1},
         "dialogue": {"enabled": True},
         "eval": {"test_split": 0.5},
-        "student": {"model": str(tmp_path / "no-student")},
+        # A tiny student built in code: convert renders with its chat template in milliseconds.
+        "student": {"model": str(save_tiny_student(tmp_path / "student"))},
     }
     return raw
 

@@ -204,6 +204,18 @@ STAGES: list[Stage] = [
         more_inputs=lambda config: _analysed_extras(config),
         description="→ data_analysis.json + report.html",
     ),
+    Stage(
+        name="convert",
+        inputs=(),
+        output="training_data",
+        config_keys=("project.language", "student.model", "student.max_seq_length", "student.chat_template",
+                     "export.ollama.system_prompt", "dialogue.enabled", "dialogue.include_single_qa"),
+        runner="slm_factory.training.convert:run",
+        reads_pairs=True,
+        # qa_reviewed.json is read when it exists; never qa_test.json (held-out probes).
+        more_inputs=lambda config: ("qa_reviewed", *(("dialogues",) if config.dialogue.enabled else ())),
+        description="training pairs → training_data.jsonl (the student's chat template)",
+    ),
 ]
 
 

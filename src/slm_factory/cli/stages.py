@@ -197,3 +197,16 @@ _curation_command("score", "Let the teacher judge each pair 1-5 against its sour
 _curation_command("split", "Hold out test probes (output/qa_test.json, never trained on); training pairs go to output/qa_train.json.")
 _curation_command("augment", "Add paraphrased questions to the training pairs in output/qa_augmented.json.")
 _curation_command("analyze", "Write output/data_analysis.json and output/report.html about the dataset.")
+
+
+@app.command()
+def convert(
+    config: ConfigOption = Path("project.yaml"),
+    data: Annotated[Path | None, typer.Option("--data", help="Examples to convert instead of the training pairs: QA records, "
+                                              "Alpaca JSON, or chat messages JSONL (one {\"messages\": [...]} per line).")] = None,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Render the training pairs (and dialogues) with the student's chat template into output/training_data.jsonl."""
+    setup_output(verbose, quiet)
+    _run_one("convert", config, data=str(data) if data else None)
