@@ -151,3 +151,15 @@ def test_smollm2_alias_converts_the_gguf_once_and_reuses_it(tmp_path: Path, monk
     with torch.no_grad():
         answer = model.generate(**prompt, max_new_tokens=12, do_sample=False)
     assert "Paris" in tokenizer.decode(answer[0, prompt["input_ids"].shape[1]:])
+
+
+def test_a_name_the_hub_cannot_have_is_one_line_with_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with pytest.raises(StageError) as error:
+        resolve_student(config_for("not a model name!", root=tmp_path))
+    message = str(error.value)
+    assert message.startswith("student.model: not a model name! is not a folder") and "\n" not in message
+    assert "no such model on the hub" in message and "'smollm2'" in message

@@ -87,9 +87,21 @@ def hub_model(name: str) -> Path:
     try:
         return Path(snapshot_download(name, allow_patterns=_MODEL_FILES))
     except Exception as error:  # no network, no such repository, a gated model without a token
-        reason = " ".join(str(error).split())[:200]
         raise StageError(f"student.model: {name} is not a folder, a .gguf file or a model in the local Hugging Face "
-                         f"cache, and the hub could not provide it ({type(error).__name__}: {reason})") from None
+                         f"cache, and it could not be downloaded ({_hub_reason(error)}); point student.model at a "
+                         f"model folder or .gguf file, or use {SMOLLM2_ALIAS!r}") from None
+
+
+def _hub_reason(error: Exception) -> str:
+    from huggingface_hub import errors
+
+    if isinstance(error, errors.GatedRepoError):
+        return "a gated model: accept its license on the hub and log in with `hf auth login`"
+    if isinstance(error, (errors.RepositoryNotFoundError, errors.HFValidationError)):
+        return "no such model on the hub, or a private one you are not logged in for"
+    if isinstance(error, errors.LocalEntryNotFoundError):  # what a failed connection is reported as
+        return "the hub cannot be reached from this machine"
+    return f"{type(error).__name__}: {' '.join(str(error).split())[:160]}"
 
 
 def smollm2_gguf() -> Path:
