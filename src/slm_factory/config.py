@@ -307,6 +307,7 @@ class TrainingSection(Section):
     train_split: float = Field(0.9, gt=0, lt=1, description="Share of pairs trained on; the rest evaluates.")
     save_strategy: Literal["epoch", "steps", "no"] = Field("epoch", description="When checkpoints are saved.")
     quantization: QuantizationSection = Field(default_factory=QuantizationSection)
+    seed: int = Field(42, description="Seed of the validation slice, the data order and the LoRA initialisation.")
 
 
 class OllamaExportSection(Section):

@@ -216,6 +216,15 @@ STAGES: list[Stage] = [
         more_inputs=lambda config: ("qa_reviewed", *(("dialogues",) if config.dialogue.enabled else ())),
         description="training pairs → training_data.jsonl (the student's chat template)",
     ),
+    Stage(
+        name="train",
+        inputs=("training_data",),
+        output="adapter",
+        # With --data, the system prompt (project.language, export.ollama.system_prompt) is read too.
+        config_keys=("student", "training", "project.language", "export.ollama.system_prompt"),
+        runner="slm_factory.training.sft:run",
+        description="training_data.jsonl → checkpoints/adapter/ (LoRA, loss on assistant replies only)",
+    ),
 ]
 
 

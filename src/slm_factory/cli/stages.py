@@ -210,3 +210,17 @@ def convert(
     """Render the training pairs (and dialogues) with the student's chat template into output/training_data.jsonl."""
     setup_output(verbose, quiet)
     _run_one("convert", config, data=str(data) if data else None)
+
+
+@app.command()
+def train(
+    config: ConfigOption = Path("project.yaml"),
+    data: Annotated[Path | None, typer.Option("--data", help="Examples to train on instead of output/training_data.jsonl: "
+                                              "QA records, Alpaca JSON, or chat messages JSONL.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", "-r", help="Continue from the last checkpoint in output/checkpoints/trainer/.")] = False,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Train a LoRA adapter on the student (loss on assistant replies only) into output/checkpoints/adapter/."""
+    setup_output(verbose, quiet)
+    _run_one("train", config, data=str(data) if data else None, resume=resume)

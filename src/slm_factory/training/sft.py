@@ -1,0 +1,369 @@
+"""The `train` stage: training_data.jsonl (or --data) → a LoRA adapter in checkpoints/adapter/.
+
+Reads top to bottom: examples → labels on assistant replies only (masking.py) → a validation slice
+by group → the student with LoRA (QLoRA only with CUDA) → trl's SFTTrainer with an SFTConfig built
+from project.yaml (max_length = student.max_seq_length, never trl's 1024) and our collator (packing
+that keeps examples apart, packing.py) → the best adapter, saved atomically, and its loss curves.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from slm_factory.pipeline import StageContext, StageError, StageResult
+from slm_factory.training.masking import TemplateMaskError, TooLongError, tokenize_with_labels
+
+SHOWN_IDS = 5
+# num_epochs: auto = enough passes for about this many examples seen (early stopping guards it).
+AUTO_EXAMPLES_SEEN = 2000
+AUTO_EPOCHS = (3, 10)
+
+
+@dataclass
+class Feature:
+    id: str
+    group: str
+    input_ids: list[int]
+    labels: list[int]
+
+
+def run(ctx: StageContext) -> StageResult:
+    from slm_factory.training.models import load_tokenizer
+
+    config = ctx.config
+    examples = training_examples(ctx)
+    tokenizer = load_tokenizer(config)
+    features, notes = tokenized(tokenizer, examples, config.student.max_seq_length)
+    train, held = validation_split(features, 1 - config.training.train_split, config.training.seed)
+    model, precision = load_model(ctx)
+    notes.append(precision)
+    trainer = build_trainer(ctx, model, tokenizer, train, held)
+    trainer.train(resume_from_checkpoint=resume_checkpoint(ctx))
+    adapter = save_adapter(ctx, trainer, tokenizer)
+    curve = save_loss_curve(trainer.state.log_history, adapter.parent / "loss_curve.png")
+    history = losses(trainer.state.log_history)
+    return StageResult(
+        items=len(train),
+        counts={"train": len(train), "validation": len(held), "dropped_too_long": len(examples) - len(features)},
+        lines=[*notes, f"loss curves: {curve}"],
+        extra={"losses": history, "best_eval_loss": trainer.state.best_metric, "epochs": trainer.state.epoch},
+        summary=f"Training complete! Adapter saved to: {adapter}",
+    )
+
+
+# -- examples ----------------------------------------------------------------------------------
+
+
+def training_examples(ctx: StageContext) -> list[dict[str, Any]]:
+    """Records with id, group and messages: from --data (any shape convert takes) or training_data.jsonl."""
+    import json
+
+    if ctx.options.get("data"):
+        from slm_factory.training.convert import gather_examples
+        from slm_factory.training.formats import system_prompt
+
+        found, _notes = gather_examples(ctx, system_prompt(ctx.config))
+        return [{"id": e.id, "group": e.group, "messages": e.messages} for e in found]
+    path = ctx.workspace.path("training_data")
+    if not path.is_file():
+        raise StageError(f"{path} not found: run `slm-factory convert` first (or train --data FILE)")
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            records.append({"id": str(record["id"]), "group": str(record.get("group") or record["id"]),
+                            "messages": record["messages"]})
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise StageError(f"{path} line {number}: not a training record (id, messages); "
+                             "run `slm-factory convert` again") from None
+    if not records:
+        raise StageError(f"{path} holds no examples: run `slm-factory convert` again")
+    return records
+
+
+def tokenized(tokenizer: Any, examples: list[dict[str, Any]], max_length: int) -> tuple[list[Feature], list[str]]:
+    features, too_long = [], []
+    for example in examples:
+        try:
+            input_ids, labels = _labelled(tokenizer, example["messages"], max_length)
+        except TooLongError:
+            too_long.append(example["id"])
+            continue
+        except TemplateMaskError as error:
+            raise StageError(f"student.chat_template: cannot tell the assistant's tokens apart ({error}); "
+                             "set a template that renders earlier turns the same way") from None
+        if any(label != -100 for label in labels):
+            features.append(Feature(example["id"], example["group"], input_ids, labels))
+    notes = []
+    if too_long:
+        notes.append(f"{len(too_long)} of {len(examples)} examples are longer than student.max_seq_length "
+                     f"{max_length} tokens and were left out, not cut (first: {', '.join(too_long[:SHOWN_IDS])})")
+    if not features:
+        raise StageError(f"no example fits student.max_seq_length {max_length} with an assistant reply to train on")
+    return features, notes
+
+
+def _labelled(tokenizer: Any, messages: list[dict[str, str]], max_length: int) -> tuple[list[int], list[int]]:
+    from jinja2 import TemplateError
+
+    from slm_factory.training.formats import fold_system
+
+    try:
+        return tokenize_with_labels(tokenizer, messages, max_length)
+    except TemplateError:
+        # Templates that refuse a system turn (Gemma 2) get it folded into the first user turn, as convert does.
+        return tokenize_with_labels(tokenizer, fold_system(messages), max_length)
+
+
+def validation_split(features: list[Feature], share: float, seed: int) -> tuple[list[Feature], list[Feature]]:
+    """A seeded share of the groups (pairs from one parent or document stay on one side); none
+    when there are fewer than two groups."""
+    groups = sorted({f.group for f in features})
+    if len(groups) < 2:
+        return features, []
+    random.Random(seed).shuffle(groups)
+    held_groups = set(groups[: max(1, round(len(groups) * share))])
+    train = [f for f in features if f.group not in held_groups]
+    held = [f for f in features if f.group in held_groups]
+    return train, held
+
+
+# -- model -------------------------------------------------------------------------------------
+
+
+def load_model(ctx: StageContext) -> tuple[Any, str]:
+    """The student in the best precision the machine has, and one line saying which."""
+    import torch
+
+    from slm_factory.training.models import load_student, resolve_student
+
+    training = ctx.config.training
+    cuda = torch.cuda.is_available()
+    bf16 = training.bf16 and cuda and torch.cuda.is_bf16_supported()
+    # CPUs: bf16 autocast measured slower than fp32 here (FACTS.md), so CPUs train in fp32.
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    if training.quantization.enabled and cuda and _has_bitsandbytes():
+        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+        from peft import prepare_model_for_kbit_training
+
+        bits = training.quantization.bits
+        quantization = BitsAndBytesConfig(load_in_4bit=bits == 4, load_in_8bit=bits == 8, bnb_4bit_quant_type="nf4",
+                                          bnb_4bit_compute_dtype=dtype, bnb_4bit_use_double_quant=True)
+        model = AutoModelForCausalLM.from_pretrained(resolve_student(ctx.config), dtype=dtype,
+                                                     quantization_config=quantization)
+        return prepare_model_for_kbit_training(model), f"QLoRA: {bits}-bit base, {dtype} compute on CUDA"
+    model = load_student(ctx.config, dtype=dtype)
+    where = "CUDA" if cuda else "CPU"
+    line = f"training in {str(dtype).removeprefix('torch.')} on {where}"
+    if training.quantization.enabled:
+        reason = "no CUDA" if not cuda else "bitsandbytes is not installed"
+        line += f"; QLoRA skipped ({reason}): LoRA on the full-precision base"
+    return model, line
+
+
+def _has_bitsandbytes() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("bitsandbytes") is not None
+
+
+def lora_config(ctx: StageContext) -> Any:
+    from peft import LoraConfig
+
+    lora = ctx.config.training.lora
+    # peft's "all-linear": every linear projection of the architecture except the output head.
+    targets = "all-linear" if lora.target_modules == "auto" else lora.target_modules
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, use_rslora=lora.use_rslora,
+                      target_modules=targets, task_type="CAUSAL_LM")
+
+
+# -- trainer -----------------------------------------------------------------------------------
+
+
+def trainer_dir(ctx: StageContext) -> Path:
+    return ctx.workspace.path("adapter").parent / "trainer"
+
+
+def epochs(setting: int | str, n_train: int) -> int:
+    if setting != "auto":
+        return int(setting)
+    low, high = AUTO_EPOCHS
+    return max(low, min(high, math.ceil(AUTO_EXAMPLES_SEEN / max(1, n_train))))
+
+
+def sft_config(ctx: StageContext, model: Any, n_train: int, has_eval: bool) -> Any:
+    import torch
+    from trl import SFTConfig
+
+    training = ctx.config.training
+    n_epochs = epochs(training.num_epochs, n_train)
+    steps_per_epoch = max(1, math.ceil(n_train / (training.batch_size * training.gradient_accumulation_steps)))
+    save = training.save_strategy if not has_eval else "epoch"  # the best adapter needs a save per evaluation
+    return SFTConfig(
+        output_dir=str(trainer_dir(ctx)),
+        max_length=ctx.config.student.max_seq_length,
+        per_device_train_batch_size=training.batch_size,
+        per_device_eval_batch_size=training.batch_size,
+        gradient_accumulation_steps=training.gradient_accumulation_steps,
+        learning_rate=training.learning_rate,
+        lr_scheduler_type=training.lr_scheduler,
+        warmup_steps=training.warmup_ratio,  # below 1 transformers reads it as a share of the steps
+        num_train_epochs=n_epochs,
+        optim=training.optimizer,
+        bf16=model.dtype == torch.bfloat16,
+        gradient_checkpointing=torch.cuda.is_available(),  # memory on GPUs; only slower on CPUs
+        eval_strategy="epoch" if has_eval else "no",
+        save_strategy=save,
+        save_total_limit=2,
+        load_best_model_at_end=has_eval,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        logging_strategy="steps",
+        logging_steps=max(1, (steps_per_epoch * n_epochs) // 100),
+        logging_first_step=True,
+        report_to="none",
+        disable_tqdm=True,
+        seed=training.seed,
+        dataset_kwargs={"skip_prepare_dataset": True},  # already tokenised with assistant-only labels
+        remove_unused_columns=False,
+        train_sampling_strategy="random",
+    )
+
+
+def build_trainer(ctx: StageContext, model: Any, tokenizer: Any, train: list[Feature], held: list[Feature]) -> Any:
+    from datasets import Dataset
+    from transformers import EarlyStoppingCallback, PrinterCallback
+    from trl import SFTTrainer
+
+    from slm_factory.training.packing import PaddedCollator, collator_for
+
+    args = sft_config(ctx, model, len(train), bool(held))
+    collator = collator_for(model, ctx.config.student.max_seq_length, tokenizer.pad_token_id)
+    if isinstance(collator, PaddedCollator):
+        ctx.log.info("this model's attention takes no 4-D mask: one example per row, batches grouped by length")
+        args.train_sampling_strategy = "group_by_length"
+    callbacks: list[Any] = [progress_callback(ctx, sum(len(f.input_ids) for f in train))]
+    early = ctx.config.training.early_stopping
+    if held and early.enabled:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=early.patience,
+                                               early_stopping_threshold=early.threshold))
+    trainer = SFTTrainer(
+        model=model, args=args, train_dataset=_dataset(Dataset, train),
+        eval_dataset=_dataset(Dataset, held) if held else None, processing_class=tokenizer,
+        data_collator=collator, peft_config=lora_config(ctx), callbacks=callbacks,
+    )
+    trainer.remove_callback(PrinterCallback)  # our progress bar and log lines replace its printed dicts
+    return trainer
+
+
+def _dataset(dataset_class: Any, features: list[Feature]) -> Any:
+    return dataset_class.from_dict({
+        "input_ids": [f.input_ids for f in features],
+        "labels": [f.labels for f in features],
+        "length": [len(f.input_ids) for f in features],
+    })
+
+
+def _make_progress_callback() -> type:
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        """Advances the stage's progress bar per optimizer step; logs loss and tokens/s per epoch."""
+
+        def __init__(self, ctx: StageContext, tokens_per_epoch: int) -> None:
+            self.ctx = ctx
+            self.tokens_per_epoch = tokens_per_epoch
+            self.advance: Any = None
+            self.bar: Any = None
+            self.epoch_start = time.monotonic()
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.bar = self.ctx.progress.task("train", state.max_steps)
+            self.advance = self.bar.__enter__()
+            self.advance(state.global_step)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.advance()
+
+        def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.epoch_start = time.monotonic()
+
+        def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            seconds = max(time.monotonic() - self.epoch_start, 1e-9)
+            train = [e["loss"] for e in state.log_history if "loss" in e]
+            loss = f"{train[-1]:.4f}" if train else "-"
+            self.ctx.log.info(f"epoch {state.epoch:.0f}: train loss {loss}, "
+                              f"{self.tokens_per_epoch / seconds:.0f} tokens/s")
+
+        def on_evaluate(self, args: Any, state: Any, control: Any, metrics: Any = None, **kwargs: Any) -> None:
+            if metrics and "eval_loss" in metrics:
+                self.ctx.log.info(f"epoch {state.epoch:.0f}: validation loss {metrics['eval_loss']:.4f}")
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if self.bar is not None:
+                self.bar.__exit__(None, None, None)
+
+    return Progress
+
+
+def progress_callback(ctx: StageContext, tokens_per_epoch: int) -> Any:
+    """A TrainerCallback (its class is made on first use: transformers is imported lazily)."""
+    return _make_progress_callback()(ctx, tokens_per_epoch)
+
+
+def resume_checkpoint(ctx: StageContext) -> str | None:
+    """The last checkpoint with --resume; a fresh run clears the previous run's checkpoints."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = trainer_dir(ctx)
+    last = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    if ctx.options.get("resume"):
+        if last is None:
+            ctx.log.warning(f"--resume: no checkpoint in {folder}; training from the start")
+        return last
+    if folder.is_dir():
+        shutil.rmtree(folder)
+    return None
+
+
+# -- outputs -----------------------------------------------------------------------------------
+
+
+def save_adapter(ctx: StageContext, trainer: Any, tokenizer: Any) -> Path:
+    """The (best) adapter and the tokenizer, written beside and swapped in whole."""
+    target = ctx.workspace.path("adapter")
+    staging = target.with_name(target.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    trainer.model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    old = target.with_name(target.name + ".old")
+    if target.exists():
+        if old.exists():
+            shutil.rmtree(old)
+        target.rename(old)
+    staging.rename(target)
+    if old.exists():
+        shutil.rmtree(old)
+    return target
+
+
+def losses(log_history: list[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
+    train = [(float(e["epoch"]), float(e["loss"])) for e in log_history if "loss" in e and "epoch" in e]
+    held = [(float(e["epoch"]), float(e["eval_loss"])) for e in log_history if "eval_loss" in e and "epoch" in e]
+    return {"train": train, "validation": held}
+
+
+def save_loss_curve(log_history: list[dict[str, Any]], path: Path) -> Path:
+    from slm_factory.training.curve import draw_curves
+
+    draw_curves(losses(log_history), path)
+    return path

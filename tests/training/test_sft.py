@@ -1,0 +1,135 @@
+"""The train stage on the tiny random Llama: loss falls, base weights stay, LoRA weights move."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from slm_factory.config import parse_config
+from slm_factory.pipeline import StageContext, StageError
+from slm_factory.training import sft
+from slm_factory.training.sft import Feature, validation_split
+from slm_factory.workspace import Workspace
+
+FACTS = [
+    ("Who founded Ebbenfeld?", "Ms. Quorvath founded Ebbenfeld in 1871."),
+    ("What colour is the Pelmora bridge?", "The Pelmora bridge is painted teal."),
+    ("How tall is Mount Ostrevi?", "Mount Ostrevi is 2,417 metres tall."),
+    ("서울 청년 주택 보조금 마감일은?", "2024년 6월 30일입니다."),
+    ("Which river runs through Talvik?", "The Umber river runs through Talvik."),
+    ("What does the Kessin fund pay?", "The Kessin fund pays 40% of tuition."),
+]
+
+
+def write_training_data(path: Path, repeats: int = 3) -> None:
+    lines = []
+    for r in range(repeats):
+        for i, (question, answer) in enumerate(FACTS):
+            messages = [{"role": "system", "content": "Answer briefly."},
+                        {"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+            lines.append(json.dumps({"id": f"{i}-{r}", "group": f"fact{i}", "kind": "pair", "messages": messages,
+                                     "text": "", "tokens": 0}, ensure_ascii=False))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def make_ctx(tmp_path: Path, student: Path, **training: Any) -> StageContext:
+    settings = {"num_epochs": 3, "batch_size": 4, "gradient_accumulation_steps": 1, "learning_rate": 3e-2,
+                "warmup_ratio": 0.0, "train_split": 0.8, "early_stopping": {"enabled": False},
+                "lora": {"r": 8, "alpha": 16, "dropout": 0.0}}
+    settings.update(training)
+    config = parse_config({
+        "paths": {"documents": str(tmp_path / "documents"), "output": str(tmp_path / "output")},
+        "student": {"model": str(student), "max_seq_length": 256},
+        "training": settings,
+    })
+    workspace = Workspace(config.output_dir)
+    workspace.ensure()
+    return StageContext(config=config, workspace=workspace)
+
+
+def base_weights(folder: Path) -> dict[str, Any]:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype="float32")
+    return {name: tensor.clone() for name, tensor in model.state_dict().items()}
+
+
+def test_training_lowers_the_loss_moves_only_lora_weights_and_saves_the_adapter(tmp_path, tiny_llama_dir, monkeypatch):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    ctx = make_ctx(tmp_path, tiny_llama_dir)
+    write_training_data(ctx.workspace.path("training_data"))
+    before = base_weights(tiny_llama_dir)
+    trained: dict[str, Any] = {}
+    load_model = sft.load_model
+
+    def keep_model(ctx: StageContext):
+        trained["model"], line = load_model(ctx)
+        return trained["model"], line
+
+    monkeypatch.setattr(sft, "load_model", keep_model)
+    result = sft.run(ctx)
+
+    adapter = ctx.workspace.path("adapter")
+    assert result.summary == f"Training complete! Adapter saved to: {adapter}"
+    assert (adapter / "adapter_config.json").is_file() and (adapter / "tokenizer_config.json").is_file()
+    assert (adapter.parent / "loss_curve.png").stat().st_size > 1000
+    assert result.counts["validation"] > 0 and result.counts["train"] + result.counts["validation"] == 18
+    assert any("QLoRA skipped" in line or "QLoRA:" in line for line in result.lines)
+
+    train_losses = [loss for _, loss in result.extra["losses"]["train"]]
+    assert len(result.extra["losses"]["validation"]) == 3  # one evaluation per epoch
+    # The random model starts at ln(vocabulary) ~ 10.8 everywhere; untrained, the loss would stay there.
+    assert sum(train_losses[-3:]) / 3 < sum(train_losses[:3]) / 3 - 0.1, train_losses
+
+    # The model that trained: every base weight as loaded; the saved adapter's LoRA B moved from zero.
+    in_memory = {n.removeprefix("base_model.model.").replace(".base_layer", ""): p.detach()
+                 for n, p in trained["model"].named_parameters() if "lora_" not in n}
+    assert set(in_memory) == {n for n in before if n != "lm_head.weight"}  # tied to the embeddings
+    assert all(torch.equal(before[n], p) for n, p in in_memory.items())
+    assert not any(p.requires_grad for n, p in trained["model"].named_parameters() if "lora_" not in n)
+    assert any("lora_B" in n for n, _ in trained["model"].named_parameters())
+    loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype="float32"), adapter)
+    lora_b = {n: p for n, p in loaded.named_parameters() if "lora_B" in n}
+    assert lora_b and all(p.abs().sum() > 0 for p in lora_b.values())
+    targeted = {n.split(".lora_B")[0].rsplit(".", 1)[-1] for n in lora_b}
+    assert targeted == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+
+
+def test_max_length_comes_from_the_student_not_trls_default(tmp_path, tiny_llama):
+    ctx = make_ctx(tmp_path, Path("unused"))
+    args = sft.sft_config(ctx, tiny_llama, n_train=10, has_eval=True)
+    assert args.max_length == 256 and args.eval_strategy == "epoch" and args.load_best_model_at_end
+
+
+def test_validation_keeps_groups_together_and_is_seeded():
+    rng = random.Random(0)
+    features = [Feature(str(i), f"g{rng.randint(0, 30)}", [1, 2], [1, 2]) for i in range(200)]
+    train, held = validation_split(features, 0.1, seed=42)
+    assert {f.group for f in train}.isdisjoint({f.group for f in held})
+    assert len(train) + len(held) == 200 and held
+    assert validation_split(features, 0.1, seed=42) == (train, held)
+    assert validation_split(features, 0.1, seed=7)[1] != held
+    single = [Feature(str(i), "one", [1], [1]) for i in range(5)]
+    assert validation_split(single, 0.5, seed=1) == (single, [])
+
+
+def test_epochs_auto_sizes_to_the_data():
+    assert sft.epochs(2, 10) == 2
+    assert sft.epochs("auto", 10) == 10 and sft.epochs("auto", 100_000) == 3 and sft.epochs("auto", 500) == 4
+
+
+def test_missing_training_data_is_one_clear_line(tmp_path, tiny_llama_dir):
+    ctx = make_ctx(tmp_path, tiny_llama_dir)
+    with pytest.raises(StageError, match="convert"):
+        sft.run(ctx)
+    ctx.workspace.path("training_data").write_text("not json\n", encoding="utf-8")
+    with pytest.raises(StageError, match="line 1"):
+        sft.run(ctx)
