@@ -133,3 +133,55 @@ def test_missing_training_data_is_one_clear_line(tmp_path, tiny_llama_dir):
     ctx.workspace.path("training_data").write_text("not json\n", encoding="utf-8")
     with pytest.raises(StageError, match="line 1"):
         sft.run(ctx)
+
+
+def test_data_file_trains_and_resume_continues_from_the_last_checkpoint(tmp_path, tiny_llama_dir):
+    data = tmp_path / "chat.jsonl"
+    lines = [json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]},
+                        ensure_ascii=False) for q, a in FACTS]
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    ctx = make_ctx(tmp_path, tiny_llama_dir, num_epochs=1)
+    ctx.options["data"] = str(data)
+    first = sft.run(ctx)
+    assert first.counts["train"] + first.counts["validation"] == len(FACTS)
+    assert not ctx.workspace.path("training_data").exists()  # --data never needs convert's output
+    checkpoints = sorted(p.name for p in sft.trainer_dir(ctx).glob("checkpoint-*"))
+    assert checkpoints
+
+    again = make_ctx(tmp_path, tiny_llama_dir, num_epochs=2)
+    again.options.update(data=str(data), resume=True)
+    second = sft.run(again)
+    assert f"resumed from {sft.trainer_dir(ctx) / checkpoints[-1]}" in second.lines
+    assert second.extra["epochs"] == 2
+    epochs_logged = [epoch for epoch, _ in second.extra["losses"]["validation"]]
+    assert epochs_logged == [1.0, 2.0]  # the first epoch's evaluation came back with the checkpoint
+
+    fresh = make_ctx(tmp_path, tiny_llama_dir, num_epochs=1)
+    fresh.options["data"] = str(data)
+    assert not any("resumed" in line for line in sft.run(fresh).lines)
+
+
+def test_a_data_file_of_another_shape_is_one_clear_line(tmp_path, tiny_llama_dir):
+    data = tmp_path / "bad.json"
+    data.write_text('{"rows": 3}', encoding="utf-8")
+    ctx = make_ctx(tmp_path, tiny_llama_dir)
+    ctx.options["data"] = str(data)
+    with pytest.raises(StageError, match="--data"):
+        sft.run(ctx)
+
+
+def test_early_stopping_stops_and_keeps_the_best_adapter(tmp_path, tiny_llama_dir):
+    from safetensors.torch import load_file
+
+    # A threshold no evaluation can beat: the first evaluation sets the bar, the next one stops.
+    ctx = make_ctx(tmp_path, tiny_llama_dir, num_epochs=5,
+                   early_stopping={"enabled": True, "patience": 1, "threshold": 100.0})
+    write_training_data(ctx.workspace.path("training_data"), repeats=2)
+    result = sft.run(ctx)
+    assert result.extra["epochs"] == 2
+    evaluated = dict(result.extra["losses"]["validation"])
+    best = Path(result.extra["best_checkpoint"])
+    assert result.extra["best_eval_loss"] == min(evaluated.values())
+    saved = load_file(ctx.workspace.path("adapter") / "adapter_model.safetensors")
+    kept = load_file(best / "adapter_model.safetensors")
+    assert saved.keys() == kept.keys() and all((saved[k] == kept[k]).all() for k in saved)

@@ -17,8 +17,9 @@ def draw_curves(series: Series, path: Path) -> None:
     draw = ImageDraw.Draw(image)
     points = [p for values in series.values() for p in values]
     x_max = max([x for x, _ in points] + [1e-9])
-    y_low = min([y for _, y in points] + [0.0])
-    y_high = max([y for _, y in points] + [y_low + 1e-9])
+    ys = [y for _, y in points] or [0.0, 1.0]
+    pad = max((max(ys) - min(ys)) * 0.05, 1e-3)  # the axis spans the losses, not 0..max: small falls show
+    y_low, y_high = min(ys) - pad, max(ys) + pad
 
     def at(x: float, y: float) -> tuple[float, float]:
         px = MARGIN + x / x_max * (WIDTH - 2 * MARGIN)

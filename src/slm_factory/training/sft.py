@@ -44,7 +44,10 @@ def run(ctx: StageContext) -> StageResult:
     model, precision = load_model(ctx)
     notes.append(precision)
     trainer = build_trainer(ctx, model, tokenizer, train, held)
-    trainer.train(resume_from_checkpoint=resume_checkpoint(ctx))
+    checkpoint = resume_checkpoint(ctx)
+    if checkpoint:
+        notes.append(f"resumed from {checkpoint}")
+    trainer.train(resume_from_checkpoint=checkpoint)
     adapter = save_adapter(ctx, trainer, tokenizer)
     curve = save_loss_curve(trainer.state.log_history, adapter.parent / "loss_curve.png")
     history = losses(trainer.state.log_history)
@@ -52,7 +55,8 @@ def run(ctx: StageContext) -> StageResult:
         items=len(train),
         counts={"train": len(train), "validation": len(held), "dropped_too_long": len(examples) - len(features)},
         lines=[*notes, f"loss curves: {curve}"],
-        extra={"losses": history, "best_eval_loss": trainer.state.best_metric, "epochs": trainer.state.epoch},
+        extra={"losses": history, "best_eval_loss": trainer.state.best_metric, "epochs": trainer.state.epoch,
+               "best_checkpoint": trainer.state.best_model_checkpoint},
         summary=f"Training complete! Adapter saved to: {adapter}",
     )
 
