@@ -71,8 +71,15 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 @contextmanager
 def locked(output_dir: Path, command: str) -> Iterator[None]:
     """One run at a time per project: a second one stops with one line naming the first."""
+    import os
+
     from slm_factory.runlock import ProjectBusy, project_lock
 
+    if os.environ.get("RANK", "0") != "0":
+        # A rank of a distributed run (accelerate launch, torchrun): rank 0 holds the lock for the
+        # whole run; taking it here would refuse the run's own other ranks.
+        yield
+        return
     try:
         with project_lock(output_dir, command) as left:
             if left:

@@ -49,7 +49,9 @@ def run(ctx: StageContext) -> StageResult:
         notes.append(f"resumed from {checkpoint}")
     trainer.train(resume_from_checkpoint=checkpoint)
     adapter = save_adapter(ctx, trainer, tokenizer)
-    curve = save_loss_curve(trainer.state.log_history, adapter.parent / "loss_curve.png")
+    curve = adapter.parent / "loss_curve.png"
+    if trainer.args.should_save:  # several processes (accelerate launch): the main one writes
+        save_loss_curve(trainer.state.log_history, curve)
     history = losses(trainer.state.log_history)
     return StageResult(
         items=len(train),
@@ -335,7 +337,7 @@ def resume_checkpoint(ctx: StageContext) -> str | None:
             ctx.log.warning(f"--resume: no checkpoint in {folder}; training from the start")
         return last
     if folder.is_dir():
-        shutil.rmtree(folder)
+        shutil.rmtree(folder, ignore_errors=True)  # every rank of a distributed run clears it
     return None
 
 
@@ -343,13 +345,18 @@ def resume_checkpoint(ctx: StageContext) -> str | None:
 
 
 def save_adapter(ctx: StageContext, trainer: Any, tokenizer: Any) -> Path:
-    """The (best) adapter and the tokenizer, written beside and swapped in whole."""
+    """The (best) adapter and the tokenizer, written beside and swapped in whole. Every process
+    of a distributed run comes here (FSDP gathers the weights from all); the main one writes."""
     target = ctx.workspace.path("adapter")
     staging = target.with_name(target.name + ".partial")
-    if staging.exists():
+    if staging.exists() and trainer.args.should_save:
         shutil.rmtree(staging)
-    trainer.model.save_pretrained(staging)
+    trainer.save_model(str(staging))
+    if not trainer.args.should_save:
+        trainer.accelerator.wait_for_everyone()
+        return target
     tokenizer.save_pretrained(staging)
+    (staging / "training_args.bin").unlink(missing_ok=True)  # save_model's pickle: no part of an adapter
     old = target.with_name(target.name + ".old")
     if target.exists():
         if old.exists():
@@ -358,6 +365,7 @@ def save_adapter(ctx: StageContext, trainer: Any, tokenizer: Any) -> Path:
     staging.rename(target)
     if old.exists():
         shutil.rmtree(old)
+    trainer.accelerator.wait_for_everyone()
     return target
 
 
