@@ -248,8 +248,8 @@ def sft_config(ctx: StageContext, model: Any, n_train: int, has_eval: bool) -> A
 def build_trainer(ctx: StageContext, model: Any, tokenizer: Any, train: list[Feature], held: list[Feature]) -> Any:
     from datasets import Dataset
     from transformers import EarlyStoppingCallback, PrinterCallback
-    from trl import SFTTrainer
 
+    from slm_factory.training.loss import labelled_head_trainer_class
     from slm_factory.training.packing import PaddedCollator, collator_for
 
     args = sft_config(ctx, model, len(train), bool(held))
@@ -262,7 +262,8 @@ def build_trainer(ctx: StageContext, model: Any, tokenizer: Any, train: list[Fea
     if held and early.enabled:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=early.patience,
                                                early_stopping_threshold=early.threshold))
-    trainer = SFTTrainer(
+    # The vocabulary head runs on labelled positions only (loss.py): same loss, less work per step.
+    trainer = labelled_head_trainer_class()(
         model=model, args=args, train_dataset=_dataset(Dataset, train),
         eval_dataset=_dataset(Dataset, held) if held else None, processing_class=tokenizer,
         data_collator=collator, peft_config=lora_config(ctx), callbacks=callbacks,

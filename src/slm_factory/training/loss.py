@@ -1,0 +1,108 @@
+"""The training loss computed only where it is taken: the vocabulary head runs on labelled positions.
+
+SmolLM2's head projects onto 49,152 tokens, a large share of a CPU step. The loss covers only the
+assistant's tokens (masking.py), so the head is applied to the hidden states at those positions
+alone: the same loss and the same gradients as the full logits, for a fraction of the head's work
+(FACTS.md: +38% tokens/s with half the positions labelled; bench/train.py measures it in place).
+
+trl's SFTTrainer already fuses the head into a chunked log-prob function, but off Triton devices it
+scores every position and adds entropy for its metrics; `LabelledHeadSFTTrainer` replaces that for
+training steps on one process. Evaluation, several processes (DDP's gradient hooks need its own
+forward), MoE auxiliary losses and heads that scale or cap their logits keep trl's own path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slm_factory.training.masking import IGNORE_INDEX
+
+# Heads that transform their logits after the projection; trl's path handles them.
+_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier",
+                     "logits_scaling")
+
+
+def causal_parts(model: Any) -> tuple[Any, Any]:
+    """(decoder body, output head) of a causal LM, through a peft wrapper: LoRA layers live inside
+    the body; the head is not adapted."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.base_model, base.get_output_embeddings()
+
+
+def head_is_plain(model: Any) -> bool:
+    """Whether logits are exactly head(hidden): no scaling or soft-capping after the projection."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = base.config.get_text_config()
+    return all(getattr(config, name, None) in (None, 1.0) for name in _LOGIT_TRANSFORMS)
+
+
+def labelled_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> tuple[Any, Any, Any]:
+    """Next-token cross-entropy over positions whose label is not -100, summed and divided by
+    `num_items_in_batch` (the Trainer's count across accumulated micro-batches) or by this batch's
+    count, as trl does. Returns (loss, labelled positions, correct top-1 predictions)."""
+    import torch
+    import torch.nn.functional as F
+
+    body, head = causal_parts(model)
+    features = {k: v for k, v in inputs.items() if k not in ("labels", "num_items_in_batch")}
+    hidden = body(**features, use_cache=False).last_hidden_state[:, :-1]
+    targets = inputs["labels"][:, 1:].to(hidden.device)
+    where = targets != IGNORE_INDEX
+    logits = head(hidden[where]).float()
+    chosen = targets[where]
+    total = F.cross_entropy(logits, chosen, reduction="sum")
+    count = where.sum()
+    divisor = count if num_items_in_batch is None else torch.as_tensor(num_items_in_batch, device=total.device)
+    with torch.no_grad():
+        correct = (logits.argmax(dim=-1) == chosen).sum()
+    return total / divisor.clamp(min=1), count, correct
+
+
+def real_tokens(inputs: dict[str, Any]) -> int:
+    """Tokens of the examples in a batch, padding left out. A 2-D mask marks them; in our 4-D
+    block-diagonal mask (packing.py) a pad position attends only to itself and nothing attends to
+    it, while every token of an example of 2+ tokens attends to, or is attended by, another."""
+    mask = inputs.get("attention_mask")
+    if mask is None:
+        return int(inputs["input_ids"].numel())
+    if mask.dim() == 2:
+        return int(mask.sum())
+    square = mask[:, 0].bool()
+    return int(((square.sum(-1) > 1) | (square.sum(-2) > 1)).sum())
+
+
+def _make_trainer_class() -> type:
+    from trl import SFTTrainer
+
+    class LabelledHeadSFTTrainer(SFTTrainer):
+        """trl's SFTTrainer whose training loss runs the vocabulary head on labelled positions only."""
+
+        def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False,
+                         num_items_in_batch: Any = None) -> Any:
+            plain = (return_outputs or not model.training or self.accelerator.num_processes > 1
+                     or self.aux_loss_enabled or self.compute_loss_func is not None
+                     or self.label_smoother is not None or self.args.loss_type != "nll"
+                     or not head_is_plain(model))
+            if plain:
+                return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                            num_items_in_batch=num_items_in_batch)
+            loss, count, correct = labelled_loss(self.accelerator.unwrap_model(model), inputs, num_items_in_batch)
+            metrics = self._metrics["train"]
+            metrics["mean_token_accuracy"].append((correct / count.clamp(min=1)).item())
+            # trl sums attention_mask for this count, which over a 4-D mask counts mask cells, not tokens.
+            self._total_train_tokens += real_tokens(inputs)
+            metrics["num_tokens"] = [self._total_train_tokens]
+            return loss
+
+    return LabelledHeadSFTTrainer
+
+
+_TRAINER_CLASS: type | None = None
+
+
+def labelled_head_trainer_class() -> type:
+    """The SFTTrainer subclass (made on first use: trl is imported lazily)."""
+    global _TRAINER_CLASS
+    if _TRAINER_CLASS is None:
+        _TRAINER_CLASS = _make_trainer_class()
+    return _TRAINER_CLASS

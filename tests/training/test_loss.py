@@ -1,0 +1,106 @@
+"""The loss on labelled positions only equals the full-logits loss, with the same LoRA gradients."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from slm_factory.training.loss import labelled_loss, real_tokens
+from slm_factory.training.masking import tokenize_with_labels
+from slm_factory.training.packing import PackedCollator, PaddedCollator
+
+CONVERSATIONS = [
+    ("Who founded Ebbenfeld?", "Ms. Quorvath founded Ebbenfeld in 1871, after the flood."),
+    ("서울 청년 주택 보조금 마감일은?", "2024년 6월 30일입니다."),
+    ("How tall is Mount Ostrevi?", "Mount Ostrevi is 2,417 metres tall. " * 3),
+    ("Why?", "Because."),
+    ("List three rivers of Talvik.", "The Umber, the Sesk and the Lowe."),
+]
+
+
+def features(tokenizer, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    chosen = rng.sample(CONVERSATIONS, k=rng.randint(2, len(CONVERSATIONS)))
+    out = []
+    for question, answer in chosen:
+        messages = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": question},
+                    {"role": "assistant", "content": answer}]
+        input_ids, labels = tokenize_with_labels(tokenizer, messages, 512)
+        out.append({"input_ids": input_ids, "labels": labels})
+    return out
+
+
+def lora_model(tiny_llama):
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(tiny_llama, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear",
+                                                  task_type="CAUSAL_LM", init_lora_weights=False))
+    model.train()
+    return model
+
+
+def lora_grads(model) -> dict:
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("collator_kind", ["packed", "padded"])
+def test_labelled_loss_and_lora_gradients_match_the_full_logits_loss(tiny_llama, smollm2_tokenizer, seed, collator_kind):
+    import torch
+
+    model = lora_model(tiny_llama)
+    pad = smollm2_tokenizer.pad_token_id
+    collator = PackedCollator(max_length=256, pad_token_id=pad) if collator_kind == "packed" else PaddedCollator(pad)
+    batch = collator(features(smollm2_tokenizer, seed))
+    # The Trainer's count over accumulated micro-batches can differ from this batch's count.
+    for num_items in (None, 57):
+        model.zero_grad()
+        plain = model(**batch).loss if num_items is None else model(**batch, num_items_in_batch=num_items).loss
+        plain.backward()
+        expected = lora_grads(model)
+        model.zero_grad()
+        ours, count, correct = labelled_loss(model, batch, num_items)
+        ours.backward()
+        got = lora_grads(model)
+        assert torch.allclose(ours, plain, rtol=1e-5, atol=1e-6)
+        assert count == int((batch["labels"][:, 1:] != -100).sum())
+        assert 0 <= int(correct) <= int(count)
+        assert expected.keys() == got.keys() and expected
+        for name in expected:
+            assert torch.allclose(got[name], expected[name], rtol=1e-4, atol=1e-6), name
+
+
+def test_real_tokens_leave_out_padding_in_both_mask_shapes(smollm2_tokenizer):
+    for seed in range(6):
+        batch_features = features(smollm2_tokenizer, seed)
+        expected = sum(len(f["input_ids"]) for f in batch_features)
+        pad = smollm2_tokenizer.pad_token_id
+        # A width of 2048 leaves a long run of padding at the end of the packed row.
+        packed = PackedCollator(max_length=2048, pad_token_id=pad, pad_to_multiple_of=2048)(batch_features)
+        assert real_tokens(packed) == expected
+        assert real_tokens(PaddedCollator(pad)(batch_features)) == expected
+
+
+def test_the_trainer_subclass_gives_trls_loss(tmp_path, tiny_llama, smollm2_tokenizer):
+    """Our compute_loss against trl's own (fused head, every position) on the same batch and model."""
+    import torch
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from slm_factory.training.loss import labelled_head_trainer_class
+
+    model = lora_model(tiny_llama)
+    batch_features = features(smollm2_tokenizer, 3)
+    collator = PackedCollator(max_length=256, pad_token_id=smollm2_tokenizer.pad_token_id)
+    args = SFTConfig(output_dir=str(tmp_path), max_length=256, report_to="none", bf16=False,
+                     gradient_checkpointing=False, dataset_kwargs={"skip_prepare_dataset": True},
+                     remove_unused_columns=False, use_cpu=True)
+    dataset = Dataset.from_dict({k: [f[k] for f in batch_features] for k in ("input_ids", "labels")})
+    trainer = labelled_head_trainer_class()(model=model, args=args, train_dataset=dataset,
+                                            processing_class=smollm2_tokenizer, data_collator=collator)
+    batch = collator(batch_features)
+    trainer.model.train()
+    ours = trainer.compute_loss(trainer.model, dict(batch))
+    theirs = SFTTrainer.compute_loss(trainer, trainer.model, dict(batch))
+    assert torch.allclose(ours, theirs, rtol=1e-5, atol=1e-6)
