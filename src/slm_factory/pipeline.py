@@ -13,6 +13,7 @@ import hashlib
 import importlib
 import json
 import logging
+import os
 import time
 from contextlib import contextmanager
 from collections.abc import Callable, Iterable, Iterator
@@ -57,8 +58,9 @@ class Progress:
 
     @contextmanager
     def task(self, description: str, total: int) -> Iterator[Callable[..., None]]:
-        """A counter for work that finishes out of order (async requests): call advance()."""
-        yield lambda n=1: None
+        """A counter for work that finishes out of order (async requests): call advance(), or
+        advance(n, note) to show `note` (say, a loss and a rate) in place of the count's rate."""
+        yield lambda n=1, note=None: None
 
 
 @dataclass
@@ -473,8 +475,14 @@ def run_stage(stage: Stage, ctx: StageContext) -> StageRun:
     seconds = time.perf_counter() - started
     if result.failed:
         return StageRun(stage.name, "failed", result, seconds)
-    _record(stage, ctx, result, seconds)
+    if is_main_process():  # the other ranks of a distributed run (torchrun, accelerate) leave the record to rank 0
+        _record(stage, ctx, result, seconds)
     return StageRun(stage.name, "ran", result, seconds)
+
+
+def is_main_process() -> bool:
+    """False in the ranks other than 0 of a distributed run (torchrun and accelerate set RANK)."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _record(stage: Stage, ctx: StageContext, result: StageResult, seconds: float) -> None:

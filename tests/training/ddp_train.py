@@ -1,9 +1,9 @@
 """`slm-factory <args>` as one rank of a distributed run, writing down what this rank did.
 
-Launched by test_ddp.py through `accelerate launch --num_processes 2 --cpu`. Each rank writes
-$SLM_DDP_RECORD/rank<R>.json (the texts of the examples its collator got, for training and for
-evaluation, and every adapter folder it saved) and rank<R>_lora.safetensors (the LoRA weights it
-holds when the stage saves the adapter). Nothing of the stage itself is replaced.
+Launched by test_ddp.py through torchrun. Each rank writes $SLM_DDP_RECORD/rank<R>.json (the texts
+of the examples its collator got, for training and for evaluation, every adapter folder it saved
+and every write of .state.json) and rank<R>_lora.safetensors (the LoRA weights it holds when the
+stage saves the adapter). Nothing of the stage itself is replaced.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from typing import Any
 
 
 def record_collated(seen: dict[str, list[str]]) -> None:
-    """Every collator that collator_for makes also notes the texts it is given, by phase."""
-    from slm_factory.training import packing
+    """Every collator the stage chooses also notes the texts it is given, by phase."""
+    from slm_factory.training import sft
 
-    make = packing.collator_for
+    choose = sft.choose_collator
 
-    def recording_collator_for(model: Any, *args: Any, **kwargs: Any) -> Any:
-        collator = make(model, *args, **kwargs)
+    def recording_choose_collator(ctx: Any, model: Any, *args: Any, **kwargs: Any) -> Any:
+        collator = choose(ctx, model, *args, **kwargs)
         base = type(collator)
 
         class Recording(base):  # type: ignore[misc,valid-type]
@@ -37,7 +37,7 @@ def record_collated(seen: dict[str, list[str]]) -> None:
         collator.__class__ = Recording
         return collator
 
-    packing.collator_for = recording_collator_for
+    sft.choose_collator = recording_choose_collator
 
 
 def record_saves(saves: list[str], folder: Path, rank: int) -> None:
@@ -65,12 +65,27 @@ def record_saves(saves: list[str], folder: Path, rank: int) -> None:
     sft.save_adapter = save_and_dump
 
 
+def record_state_writes(writes: list[str]) -> None:
+    """Note every write of the project's run record (.state.json) this rank makes."""
+    from slm_factory.workspace import Workspace
+
+    save_state = Workspace.save_state
+
+    def noting_save_state(self: Any, state: dict[str, Any]) -> None:
+        writes.append(str(self.state_path))
+        save_state(self, state)
+
+    Workspace.save_state = noting_save_state
+
+
 def main() -> None:
     folder = Path(os.environ["SLM_DDP_RECORD"])
     rank = int(os.environ.get("RANK", "0"))
     seen: dict[str, Any] = {}
     saves: list[str] = []
+    state_writes: list[str] = []
     record_collated(seen)
+    record_state_writes(state_writes)
     record_saves(saves, folder, rank)
     from slm_factory.cli import main as cli
 
@@ -79,7 +94,8 @@ def main() -> None:
         cli()
     finally:
         seen.pop("_tokenizer", None)
-        record = {"rank": rank, "world_size": int(os.environ.get("WORLD_SIZE", "1")), "seen": seen, "saves": saves}
+        record = {"rank": rank, "world_size": int(os.environ.get("WORLD_SIZE", "1")), "seen": seen, "saves": saves,
+                  "state_writes": state_writes}
         (folder / f"rank{rank}.json").write_text(json.dumps(record, ensure_ascii=False, indent=1), encoding="utf-8")
 
 

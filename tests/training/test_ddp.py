@@ -86,6 +86,7 @@ def test_two_cpu_ranks_split_the_data_and_save_one_adapter_equal_to_rank0(tmp_pa
     final = [s for s in ranks[0]["saves"] if Path(s).name.startswith("adapter")]
     assert len(final) == 1, ranks[0]["saves"]
     assert ranks[1]["saves"] == []  # checkpoints and the adapter come from the main process alone
+    assert len(ranks[0]["state_writes"]) == 1 and ranks[1]["state_writes"] == []  # one run record, by rank 0
     assert (adapter.parent / "loss_curve.png").is_file()
 
 

@@ -43,19 +43,19 @@ def test_the_held_out_phrasing_is_never_a_training_phrasing():
 
 
 def training_records(facts: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """QA records (the shape `train --data` takes) from the two training phrasings only. One group
-    for all: the stage then holds nothing back for validation, so every fact is trained on (a
-    held-out invented fact's loss only rises as the others are learnt, and picking the adapter
-    by it would pick the least trained one)."""
+    """QA records (the shape `train --data` takes) from the two training phrasings only, one group
+    per fact: the stage holds out one phrasing of a few facts for validation (their other phrasing
+    trains) and keeps the adapter with the lowest loss on them."""
     return [{"id": f"fact{index}-q{phrasing}", "instruction": question, "input": "", "output": fact["answer"],
-             "parent_id": "invented-facts"}
+             "parent_id": f"fact{index}"}
             for index, fact in enumerate(facts) for phrasing, question in enumerate(fact["train_questions"])]
 
 
 def project(tmp_path: Path) -> StageContext:
-    # Chosen by measuring here (2 shared cores): 40 examples, 4 epochs of batches of 4 at 2e-3 with
-    # r16 (40 optimizer steps) gave base 0/20 and fine-tuned 18/20 on the held-out phrasing, and
-    # a loss on the training answers of 1.80 (base) and 0.03 (fine-tuned); about 7 minutes in all.
+    # Chosen by measuring here (2 shared cores): 4 epochs of batches of 4 at 2e-3 with r16 gave base
+    # 0/20 and fine-tuned 18/20 on the held-out phrasing (40 examples, fp32, padded-mask packing,
+    # ~7 minutes), then 16/20 with 38 trained and 2 held out for validation, bf16 base weights and
+    # segment packing (108 s); loss on the training answers 1.80 (base), 0.03-0.04 (fine-tuned).
     config = parse_config({
         "paths": {"documents": str(tmp_path / "documents"), "output": str(tmp_path / "output")},
         "student": {"model": "smollm2", "max_seq_length": 256},
@@ -131,7 +131,7 @@ def test_finetuned_smollm2_answers_held_out_phrasings_of_invented_facts(tmp_path
     base_loss = answer_loss(base, tokenizer, records)
 
     result = sft.run(ctx)
-    assert result.counts == {"train": 40, "validation": 0, "dropped_too_long": 0}
+    assert result.counts == {"train": 38, "validation": 2, "dropped_too_long": 0}
 
     tuned = PeftModel.from_pretrained(load_student(ctx.config, dtype="float32"), ctx.workspace.path("adapter")).eval()
     tuned_replies = answers(tuned, tokenizer, questions)

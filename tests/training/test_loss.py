@@ -6,9 +6,10 @@ import random
 
 import pytest
 
-from slm_factory.training.loss import labelled_loss, real_tokens
+from slm_factory.training import attention
+from slm_factory.training.loss import labelled_loss
 from slm_factory.training.masking import tokenize_with_labels
-from slm_factory.training.packing import PackedCollator, PaddedCollator
+from slm_factory.training.packing import PaddedCollator, SegmentCollator
 
 CONVERSATIONS = [
     ("Who founded Ebbenfeld?", "Ms. Quorvath founded Ebbenfeld in 1871, after the flood."),
@@ -51,7 +52,9 @@ def test_labelled_loss_and_lora_gradients_match_the_full_logits_loss(tiny_llama,
 
     model = lora_model(tiny_llama)
     pad = smollm2_tokenizer.pad_token_id
-    collator = PackedCollator(max_length=256, pad_token_id=pad) if collator_kind == "packed" else PaddedCollator(pad)
+    collator = SegmentCollator() if collator_kind == "packed" else PaddedCollator(pad)
+    if collator_kind == "packed":
+        attention.use_segments(model)
     batch = collator(features(smollm2_tokenizer, seed))
     # The Trainer's count over accumulated micro-batches can differ from this batch's count.
     for num_items in (None, 57):
@@ -71,17 +74,6 @@ def test_labelled_loss_and_lora_gradients_match_the_full_logits_loss(tiny_llama,
             assert torch.allclose(got[name], expected[name], rtol=1e-4, atol=1e-6), name
 
 
-def test_real_tokens_leave_out_padding_in_both_mask_shapes(smollm2_tokenizer):
-    for seed in range(6):
-        batch_features = features(smollm2_tokenizer, seed)
-        expected = sum(len(f["input_ids"]) for f in batch_features)
-        pad = smollm2_tokenizer.pad_token_id
-        # A width of 2048 leaves a long run of padding at the end of the packed row.
-        packed = PackedCollator(max_length=2048, pad_token_id=pad, pad_to_multiple_of=2048)(batch_features)
-        assert real_tokens(packed) == expected
-        assert real_tokens(PaddedCollator(pad)(batch_features)) == expected
-
-
 def test_the_trainer_subclass_gives_trls_loss(tmp_path, tiny_llama, smollm2_tokenizer):
     """Our compute_loss against trl's own (fused head, every position) on the same batch and model."""
     import torch
@@ -91,8 +83,9 @@ def test_the_trainer_subclass_gives_trls_loss(tmp_path, tiny_llama, smollm2_toke
     from slm_factory.training.loss import labelled_head_trainer_class
 
     model = lora_model(tiny_llama)
+    attention.use_segments(model)
     batch_features = features(smollm2_tokenizer, 3)
-    collator = PackedCollator(max_length=256, pad_token_id=smollm2_tokenizer.pad_token_id)
+    collator = SegmentCollator()
     args = SFTConfig(output_dir=str(tmp_path), max_length=256, report_to="none", bf16=False,
                      gradient_checkpointing=False, dataset_kwargs={"skip_prepare_dataset": True},
                      remove_unused_columns=False, use_cpu=True)

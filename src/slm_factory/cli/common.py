@@ -71,11 +71,10 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 @contextmanager
 def locked(output_dir: Path, command: str) -> Iterator[None]:
     """One run at a time per project: a second one stops with one line naming the first."""
-    import os
-
+    from slm_factory.pipeline import is_main_process
     from slm_factory.runlock import ProjectBusy, project_lock
 
-    if os.environ.get("RANK", "0") != "0":
+    if not is_main_process():
         # A rank of a distributed run (accelerate launch, torchrun): rank 0 holds the lock for the
         # whole run; taking it here would refuse the run's own other ranks.
         yield
@@ -123,7 +122,7 @@ class RichProgress(Progress):
     @contextmanager
     def task(self, description: str, total: int) -> Iterator[Callable[..., None]]:
         if Output.quiet:
-            yield lambda n=1: None
+            yield lambda n=1, note=None: None
             return
         from rich.progress import (
             BarColumn,
@@ -147,10 +146,10 @@ class RichProgress(Progress):
         with Bar(*columns, console=errors, transient=False) as bar:
             task = bar.add_task(description, total=total, rate="")
 
-            def advance(n: int = 1) -> None:
+            def advance(n: int = 1, note: str | None = None) -> None:
                 bar.advance(task, n)
                 speed = bar.tasks[0].speed
-                bar.update(task, rate=f"{speed:.1f}/s" if speed else "")
+                bar.update(task, rate=note if note is not None else f"{speed:.1f}/s" if speed else "")
 
             yield advance
 

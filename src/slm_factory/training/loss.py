@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from slm_factory.training.masking import IGNORE_INDEX
+from slm_factory.training.packing import real_tokens
 
 # Heads that transform their logits after the projection; trl's path handles them.
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier",
@@ -56,19 +57,6 @@ def labelled_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any = 
     with torch.no_grad():
         correct = (logits.argmax(dim=-1) == chosen).sum()
     return total / divisor.clamp(min=1), count, correct
-
-
-def real_tokens(inputs: dict[str, Any]) -> int:
-    """Tokens of the examples in a batch, padding left out. A 2-D mask marks them; in our 4-D
-    block-diagonal mask (packing.py) a pad position attends only to itself and nothing attends to
-    it, while every token of an example of 2+ tokens attends to, or is attended by, another."""
-    mask = inputs.get("attention_mask")
-    if mask is None:
-        return int(inputs["input_ids"].numel())
-    if mask.dim() == 2:
-        return int(mask.sum())
-    square = mask[:, 0].bool()
-    return int(((square.sum(-1) > 1) | (square.sum(-2) > 1)).sum())
 
 
 def _make_trainer_class() -> type:

@@ -1,23 +1,21 @@
-"""Packing short examples into rows that keep them apart.
+"""Batches for training: packed examples that stay apart, or padded rows where packing cannot serve.
 
-Rows hold several tokenised examples end to end, up to ``max_length`` tokens, and a batch is padded
-only to its longest row (never everything to ``max_length``). Each example sees only itself:
+`SegmentCollator` puts a whole batch in one row with no padding: the prompt tokens every example
+starts with once (`shared_prefix`), then each example's other tokens. attention.py's segment
+attention keeps the examples apart (each attends to the prefix and to itself only) and position
+ids continue from the prefix, so each example has exactly the logits it has alone.
 
-- position ids restart at 0 for every example;
-- the attention mask is 4-D, ``[batch, 1, row, row]`` booleans, causal inside each example and
-  False across examples. Reset position ids alone do NOT keep examples apart in transformers 5.x
-  (sdpa, eager or flex attention all let the second example attend to the first; FACTS.md, and
-  tests/training/test_packing.py proves it again); the 4-D mask with sdpa does;
-- the first label of every example is -100, so no example is trained to predict another's start.
+Two earlier ways were measured and dropped: reset position ids alone do NOT keep examples apart in
+transformers 5.x with a 2-D mask (FACTS.md), and a 4-D block-diagonal boolean mask with sdpa does
+but is slow on CPUs: its [row, row] mask is mostly masked work and keeps sdpa off its fast kernels
+(0.6x of segment attention here, bench/train.py notes).
 
-Only sdpa reads a boolean 4-D mask this way (eager misreads it). For any other attention
-implementation ``collator_for`` returns a plain padding collator instead: one example per row,
+`PaddedCollator` is the fallback for models segment attention cannot serve: one example per row,
 padded to the batch's longest; the trainer then groups batches by length to keep padding small.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,81 +24,64 @@ from slm_factory.training.masking import IGNORE_INDEX
 Feature = dict[str, Any]
 
 
-def pack_rows(lengths: Sequence[int], max_length: int) -> list[list[int]]:
-    """First-fit decreasing: indices of the examples that share each row (no row over max_length)."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    rows: list[list[int]] = []
-    room: list[int] = []
-    for i in order:
-        if lengths[i] > max_length:
-            raise ValueError(f"example of {lengths[i]} tokens does not fit in max_length {max_length}")
-        for r, left in enumerate(room):
-            if lengths[i] <= left:
-                rows[r].append(i)
-                room[r] -= lengths[i]
-                break
-        else:
-            rows.append([i])
-            room.append(max_length - lengths[i])
-    return rows
-
-
-def block_causal_mask(segment_lengths: Sequence[int], row_length: int) -> Any:
-    """``[row_length, row_length]`` booleans: True where query i may attend key j (same example,
-    j <= i). Padding after the last example attends only to itself, so no softmax row is empty."""
-    import torch
-
-    segment = torch.full((row_length,), -1, dtype=torch.long)
-    start = 0
-    for s, length in enumerate(segment_lengths):
-        segment[start : start + length] = s
-        start += length
-    pad = segment < 0
-    segment[pad] = -1 - torch.arange(int(pad.sum()))  # every pad position is its own segment
-    same = segment[:, None] == segment[None, :]
-    return torch.tril(same)
+def shared_prefix(features: list[Feature]) -> int:
+    """How many leading tokens every example of the batch has in common, stopping before any token
+    that is trained (label) or that a trained token is predicted from. Causal attention makes these
+    tokens' activations the same in every example, so they are computed once."""
+    ids = [f["input_ids"] for f in features]
+    labels = [f["labels"] for f in features]
+    shortest = min(len(x) for x in ids)
+    length = 0
+    # labels[p] is predicted from position p-1: the prefix may end at p only if labels[p] is not trained.
+    while (length + 1 < shortest and all(x[length] == ids[0][length] for x in ids)
+           and all(y[length] == IGNORE_INDEX and y[length + 1] == IGNORE_INDEX for y in labels)):
+        length += 1
+    return length
 
 
 @dataclass
-class PackedCollator:
-    """Packs the examples of a batch into rows (a HF Trainer / trl SFTTrainer ``data_collator``).
+class SegmentCollator:
+    """One row per batch for attention.segment_attention: the shared prefix once, then each example's
+    other tokens. Returns ``input_ids``, ``labels``, ``position_ids`` (each example's own positions)
+    and ``cu_seq_lens_q``/``cu_seq_lens_k`` (the prefix length, then where each example's part ends).
+    No padding at all, and no mask. ``share_prefix=False`` repeats the prefix in every example
+    (bench/train.py measures what sharing it saves)."""
 
-    Each feature has ``input_ids`` and ``labels`` (same length, labels -100 where not trained).
-    Returns ``input_ids``, ``labels``, ``position_ids`` and a 4-D boolean ``attention_mask``.
-    """
-
-    max_length: int
-    pad_token_id: int
-    pad_to_multiple_of: int = 1
+    share_prefix: bool = True
 
     def __call__(self, features: list[Feature]) -> dict[str, Any]:
         import torch
 
-        lengths = [len(f["input_ids"]) for f in features]
-        rows = pack_rows(lengths, self.max_length)
-        width = max(sum(lengths[i] for i in row) for row in rows)
-        width = min(_round_up(width, self.pad_to_multiple_of), max(width, self.max_length))
-        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-        position_ids = torch.zeros((len(rows), width), dtype=torch.long)
-        mask = torch.zeros((len(rows), 1, width, width), dtype=torch.bool)
-        for r, row in enumerate(rows):
-            start = 0
-            for i in row:
-                n = lengths[i]
-                input_ids[r, start : start + n] = torch.as_tensor(features[i]["input_ids"])
-                labels[r, start : start + n] = torch.as_tensor(features[i]["labels"])
-                labels[r, start] = IGNORE_INDEX
-                position_ids[r, start : start + n] = torch.arange(n)
-                start += n
-            position_ids[r, start:] = torch.arange(width - start)
-            mask[r, 0] = block_causal_mask([lengths[i] for i in row], width)
-        return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids, "attention_mask": mask}
+        prefix = shared_prefix(features) if self.share_prefix else 0
+        head = features[0]["input_ids"][:prefix]
+        ids, labels, positions, bounds = [torch.as_tensor(head)], [torch.full((prefix,), IGNORE_INDEX)], \
+            [torch.arange(prefix)], [prefix]
+        for feature in features:
+            n = len(feature["input_ids"])
+            ids.append(torch.as_tensor(feature["input_ids"][prefix:]))
+            own = torch.as_tensor(feature["labels"][prefix:]).clone()
+            own[0] = IGNORE_INDEX  # never trained to predict one example's first token from another's last
+            labels.append(own)
+            positions.append(torch.arange(prefix, n))
+            bounds.append(bounds[-1] + n - prefix)
+        cu = torch.tensor(bounds, dtype=torch.int32)
+        return {"input_ids": torch.cat(ids).long()[None], "labels": torch.cat(labels).long()[None],
+                "position_ids": torch.cat(positions)[None], "cu_seq_lens_q": cu, "cu_seq_lens_k": cu}
+
+
+def real_tokens(inputs: dict[str, Any]) -> int:
+    """Tokens of the examples in a batch as each has them alone, padding left out: a shared prefix
+    counts once per example (it is the examples' own tokens, computed once)."""
+    if "cu_seq_lens_q" in inputs:
+        bounds = inputs["cu_seq_lens_q"]
+        return int(inputs["input_ids"].shape[-1] + int(bounds[0]) * (len(bounds) - 2))
+    mask = inputs.get("attention_mask")
+    return int(mask.sum()) if mask is not None else int(inputs["input_ids"].numel())
 
 
 @dataclass
 class PaddedCollator:
-    """One example per row, padded to the batch's longest (for attention that takes no 4-D mask)."""
+    """One example per row, padded to the batch's longest (for models segment attention cannot serve)."""
 
     pad_token_id: int
     pad_to_multiple_of: int = 1
@@ -118,17 +99,6 @@ class PaddedCollator:
             labels[r, :n] = torch.as_tensor(feature["labels"])
             attention_mask[r, :n] = 1
         return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
-
-
-def packs_apart(model: Any) -> bool:
-    """Whether the model's attention keeps packed examples apart with our 4-D boolean mask."""
-    return getattr(model.config, "_attn_implementation", None) == "sdpa"
-
-
-def collator_for(model: Any, max_length: int, pad_token_id: int) -> PackedCollator | PaddedCollator:
-    if packs_apart(model):
-        return PackedCollator(max_length=max_length, pad_token_id=pad_token_id)
-    return PaddedCollator(pad_token_id=pad_token_id)
 
 
 def _round_up(n: int, multiple: int) -> int:

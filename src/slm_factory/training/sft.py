@@ -8,6 +8,7 @@ that keeps examples apart, packing.py) → the best adapter, saved atomically, a
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import shutil
@@ -40,14 +41,19 @@ def run(ctx: StageContext) -> StageResult:
     examples = training_examples(ctx)
     tokenizer = load_tokenizer(config)
     features, notes = tokenized(tokenizer, examples, config.student.max_seq_length)
-    train, held = validation_split(features, 1 - config.training.train_split, config.training.seed)
+    validation = validation_split(features, 1 - config.training.train_split, config.training.seed)
+    train, held = validation.train, validation.held
     model, precision = load_model(ctx)
-    notes.append(precision)
-    trainer = build_trainer(ctx, model, tokenizer, train, held)
+    notes += [precision, validation.line]
+    attention = model.config._attn_implementation
+    trainer = build_trainer(ctx, model, tokenizer, train, held, choose_best=validation.chooses_adapter)
     checkpoint = resume_checkpoint(ctx)
     if checkpoint:
         notes.append(f"resumed from {checkpoint}")
-    trainer.train(resume_from_checkpoint=checkpoint)
+    try:
+        trainer.train(resume_from_checkpoint=checkpoint)
+    finally:
+        model.set_attn_implementation(attention)  # segment attention serves packed training batches only
     adapter = save_adapter(ctx, trainer, tokenizer)
     curve = adapter.parent / "loss_curve.png"
     if trainer.args.should_save:  # several processes (accelerate launch): the main one writes
@@ -129,17 +135,49 @@ def _labelled(tokenizer: Any, messages: list[dict[str, str]], max_length: int) -
         return tokenize_with_labels(tokenizer, fold_system(messages), max_length)
 
 
-def validation_split(features: list[Feature], share: float, seed: int) -> tuple[list[Feature], list[Feature]]:
-    """A seeded share of the groups (pairs from one parent or document stay on one side); none
-    when there are fewer than two groups."""
-    groups = sorted({f.group for f in features})
+@dataclass
+class Validation:
+    """The examples held out of training, and whether their loss may choose the adapter."""
+
+    train: list[Feature]
+    held: list[Feature]
+    chooses_adapter: bool
+    line: str
+
+
+def validation_split(features: list[Feature], share: float, seed: int) -> Validation:
+    """About `share` of the examples held out, seeded.
+
+    Where groups have several members (a pair and its paraphrases: convert's `group` is the parent
+    pair), one member of each chosen group is held out and the others train: the validation loss
+    then asks "does the student know this fact when asked another way", the product's own
+    question, and early stopping may keep the best adapter by it. Where every group is a single
+    example, whole groups are held out (facts never trained on): that loss is reported each epoch
+    but cannot choose the adapter, since it rises exactly as the student learns its own facts
+    (tests/training/test_learns.py saw the epoch-1 adapter kept that way).
+    """
+    rng = random.Random(seed)
+    members: dict[str, list[Feature]] = {}
+    for feature in features:
+        members.setdefault(feature.group, []).append(feature)
+    target = max(1, round(len(features) * share))
+    rephrased = sorted(g for g, found in members.items() if len(found) > 1)
+    rng.shuffle(rephrased)
+    if rephrased:
+        held_ids = {rng.choice(members[g]).id for g in rephrased[:target]}
+        held = [f for f in features if f.id in held_ids]
+        return Validation([f for f in features if f.id not in held_ids], held, True,
+                          f"validation: {len(held)} held-out rephrasings of trained facts; "
+                          "the adapter with the lowest validation loss is kept")
+    groups = sorted(members)
     if len(groups) < 2:
-        return features, []
-    random.Random(seed).shuffle(groups)
+        return Validation(features, [], False, "validation: none (a single group of examples)")
+    rng.shuffle(groups)
     held_groups = set(groups[: max(1, round(len(groups) * share))])
-    train = [f for f in features if f.group not in held_groups]
     held = [f for f in features if f.group in held_groups]
-    return train, held
+    return Validation([f for f in features if f.group not in held_groups], held, False,
+                      f"validation: {len(held)} questions on facts not trained on (no rephrasings to hold out); "
+                      "reported each epoch, the last adapter is kept")
 
 
 # -- model -------------------------------------------------------------------------------------
@@ -153,8 +191,7 @@ def load_model(ctx: StageContext) -> tuple[Any, str]:
 
     training = ctx.config.training
     cuda = torch.cuda.is_available()
-    bf16 = training.bf16 and cuda and torch.cuda.is_bf16_supported()
-    # CPUs: bf16 autocast measured slower than fp32 here (FACTS.md), so CPUs train in fp32.
+    bf16 = training.bf16 and (torch.cuda.is_bf16_supported() if cuda else cpu_bf16_is_faster())
     dtype = torch.bfloat16 if bf16 else torch.float32
     if training.quantization.enabled and cuda and _has_bitsandbytes():
         from transformers import AutoModelForCausalLM, BitsAndBytesConfig
@@ -169,10 +206,31 @@ def load_model(ctx: StageContext) -> tuple[Any, str]:
     model = load_student(ctx.config, dtype=dtype)
     where = "CUDA" if cuda else "CPU"
     line = f"training in {str(dtype).removeprefix('torch.')} on {where}"
+    if bf16 and not cuda:
+        line += " (frozen base weights in bfloat16, LoRA weights in float32)"
     if training.quantization.enabled:
         reason = "no CUDA" if not cuda else "bitsandbytes is not installed"
-        line += f"; QLoRA skipped ({reason}): LoRA on the full-precision base"
+        line += f"; QLoRA skipped ({reason}): LoRA on the unquantised base"
     return model, line
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_bf16_is_faster() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices clearly faster than float32 (AVX512-BF16 or AMX:
+    2.6x on the 2 cores here). The frozen base weights are then stored in bf16; the LoRA weights, their
+    gradients and optimizer state stay fp32 (peft keeps adapters in fp32). bf16 *autocast* over fp32
+    weights measured slower (FACTS.md): it converts every weight on every call."""
+    import torch
+
+    def seconds(dtype: Any) -> float:
+        a, b = torch.randn(256, 576, dtype=dtype), torch.randn(576, 1536, dtype=dtype)
+        a @ b
+        start = time.perf_counter()
+        for _ in range(5):
+            a @ b
+        return time.perf_counter() - start
+
+    return seconds(torch.bfloat16) * 1.3 < seconds(torch.float32)
 
 
 def _has_bitsandbytes() -> bool:
@@ -205,14 +263,15 @@ def epochs(setting: int | str, n_train: int) -> int:
     return max(low, min(high, math.ceil(AUTO_EXAMPLES_SEEN / max(1, n_train))))
 
 
-def sft_config(ctx: StageContext, model: Any, n_train: int, has_eval: bool) -> Any:
+def sft_config(ctx: StageContext, model: Any, n_train: int, has_eval: bool, choose_best: bool = True) -> Any:
     import torch
     from trl import SFTConfig
 
     training = ctx.config.training
     n_epochs = epochs(training.num_epochs, n_train)
     steps_per_epoch = max(1, math.ceil(n_train / (training.batch_size * training.gradient_accumulation_steps)))
-    save = training.save_strategy if not has_eval else "epoch"  # the best adapter needs a save per evaluation
+    choose_best = has_eval and choose_best
+    save = training.save_strategy if not choose_best else "epoch"  # the best adapter needs a save per evaluation
     return SFTConfig(
         output_dir=str(trainer_dir(ctx)),
         max_length=ctx.config.student.max_seq_length,
@@ -224,13 +283,13 @@ def sft_config(ctx: StageContext, model: Any, n_train: int, has_eval: bool) -> A
         warmup_steps=training.warmup_ratio,  # below 1 transformers reads it as a share of the steps
         num_train_epochs=n_epochs,
         optim=training.optimizer,
-        bf16=model.dtype == torch.bfloat16,
+        bf16=model.dtype == torch.bfloat16 and torch.cuda.is_available(),  # CPUs: bf16 weights, no autocast
         gradient_checkpointing=torch.cuda.is_available(),  # memory on GPUs; only slower on CPUs
         dataloader_pin_memory=torch.cuda.is_available(),
         eval_strategy="epoch" if has_eval else "no",
         save_strategy=save,
         save_total_limit=2,
-        load_best_model_at_end=has_eval,
+        load_best_model_at_end=choose_best,
         metric_for_best_model="eval_loss",
         greater_is_better=False,
         logging_strategy="steps",
@@ -245,21 +304,21 @@ def sft_config(ctx: StageContext, model: Any, n_train: int, has_eval: bool) -> A
     )
 
 
-def build_trainer(ctx: StageContext, model: Any, tokenizer: Any, train: list[Feature], held: list[Feature]) -> Any:
+def build_trainer(ctx: StageContext, model: Any, tokenizer: Any, train: list[Feature], held: list[Feature],
+                  choose_best: bool = True) -> Any:
     from datasets import Dataset
     from transformers import EarlyStoppingCallback, PrinterCallback
 
     from slm_factory.training.loss import labelled_head_trainer_class
-    from slm_factory.training.packing import PaddedCollator, collator_for
+    from slm_factory.training.packing import PaddedCollator
 
-    args = sft_config(ctx, model, len(train), bool(held))
-    collator = collator_for(model, ctx.config.student.max_seq_length, tokenizer.pad_token_id)
+    args = sft_config(ctx, model, len(train), bool(held), choose_best)
+    collator = choose_collator(ctx, model, tokenizer, max(len(f.input_ids) for f in [*train, *held]))
     if isinstance(collator, PaddedCollator):
-        ctx.log.info("this model's attention takes no 4-D mask: one example per row, batches grouped by length")
         args.train_sampling_strategy = "group_by_length"
     callbacks: list[Any] = [progress_callback(ctx, sum(len(f.input_ids) for f in train))]
     early = ctx.config.training.early_stopping
-    if held and early.enabled:
+    if args.load_best_model_at_end and early.enabled:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=early.patience,
                                                early_stopping_threshold=early.threshold))
     # The vocabulary head runs on labelled positions only (loss.py): same loss, less work per step.
@@ -270,6 +329,27 @@ def build_trainer(ctx: StageContext, model: Any, tokenizer: Any, train: list[Fea
     )
     trainer.remove_callback(PrinterCallback)  # our progress bar and log lines replace its printed dicts
     return trainer
+
+
+def choose_collator(ctx: StageContext, model: Any, tokenizer: Any, longest: int) -> Any:
+    """Packed rows with segment attention (attention.py) where this model passes the check that packed
+    examples keep the hidden states they have alone; else one example per row, grouped by length."""
+    import torch
+
+    from slm_factory.training import attention
+    from slm_factory.training.packing import PaddedCollator, SegmentCollator
+
+    reason = attention.unsupported_reason(model, longest)
+    tolerance = 2e-2 if model.dtype == torch.bfloat16 else 1e-4
+    if reason is None and not attention.keeps_apart(model, tolerance):
+        reason = "packed examples did not match the same examples alone on this model"
+    if reason is None:
+        attention.use_segments(model)
+        ctx.log.info("examples packed one row per batch, kept apart by segment attention; "
+                     "the prompt they share is computed once")
+        return SegmentCollator()
+    ctx.log.info(f"one example per row, batches grouped by length: no packing because {reason}")
+    return PaddedCollator(pad_token_id=tokenizer.pad_token_id)
 
 
 def _dataset(dataset_class: Any, features: list[Feature]) -> Any:
@@ -284,7 +364,8 @@ def _make_progress_callback() -> type:
     from transformers import TrainerCallback
 
     class Progress(TrainerCallback):
-        """Advances the stage's progress bar per optimizer step; logs loss and tokens/s per epoch."""
+        """Advances the stage's progress bar per optimizer step with the latest loss and tokens/s;
+        logs loss and tokens/s per epoch."""
 
         def __init__(self, ctx: StageContext, tokens_per_epoch: int) -> None:
             self.ctx = ctx
@@ -292,14 +373,16 @@ def _make_progress_callback() -> type:
             self.advance: Any = None
             self.bar: Any = None
             self.epoch_start = time.monotonic()
+            self.start: tuple[float, float] = (time.monotonic(), 0.0)
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.bar = self.ctx.progress.task("train", state.max_steps)
             self.advance = self.bar.__enter__()
             self.advance(state.global_step)
+            self.start = (time.monotonic(), state.epoch or 0.0)
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            self.advance()
+            self.advance(1, step_note(state, self.start, self.tokens_per_epoch))
 
         def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.epoch_start = time.monotonic()
@@ -320,6 +403,16 @@ def _make_progress_callback() -> type:
                 self.bar.__exit__(None, None, None)
 
     return Progress
+
+
+def step_note(state: Any, start: tuple[float, float], tokens_per_epoch: int) -> str:
+    """"loss 1.234 · 310 tok/s": the last logged training loss and the real tokens per second since
+    training (or this resumed run) began, from the share of epochs done."""
+    began, first_epoch = start
+    seconds = time.monotonic() - began
+    rate = ((state.epoch or 0.0) - first_epoch) * tokens_per_epoch / seconds if seconds > 0 else 0.0
+    loss = next((e["loss"] for e in reversed(state.log_history) if "loss" in e), None)
+    return " · ".join([*([f"loss {loss:.3f}"] if loss is not None else []), f"{rate:.0f} tok/s"])
 
 
 def progress_callback(ctx: StageContext, tokens_per_epoch: int) -> Any:
