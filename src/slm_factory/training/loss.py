@@ -77,7 +77,7 @@ def _make_trainer_class() -> type:
             loss, count, correct = labelled_loss(self.accelerator.unwrap_model(model), inputs, num_items_in_batch)
             metrics = self._metrics["train"]
             metrics["mean_token_accuracy"].append((correct / count.clamp(min=1)).item())
-            # trl sums attention_mask for this count, which over a 4-D mask counts mask cells, not tokens.
+            # trl counts the packed row's width; the examples' own tokens count a shared prompt once per example.
             self._total_train_tokens += real_tokens(inputs)
             metrics["num_tokens"] = [self._total_train_tokens]
             return loss
