@@ -33,6 +33,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -144,13 +146,20 @@ class Planter:
         return made
 
 
-def stage_run(docs: list[dict], count: int, seed: int) -> tuple[dict[str, Any], list[tuple[str, str]], list[tuple[str, str]]]:
+@contextmanager
+def scratch_project(docs: list[dict]) -> Iterator[StageContext]:
+    """A project in a temporary folder whose parsed_documents.json holds `docs`."""
     with tempfile.TemporaryDirectory() as tmp:
         config = parse_config({"paths": {"output": str(Path(tmp) / "output")}})
         workspace = Workspace(config.output_dir)
         workspace.ensure()
         workspace.write_json("parsed_documents", docs)
-        ctx = StageContext(config=config, workspace=workspace)
+        yield StageContext(config=config, workspace=workspace)
+
+
+def stage_run(docs: list[dict], count: int, seed: int) -> tuple[dict[str, Any], list[tuple[str, str]], list[tuple[str, str]]]:
+    with scratch_project(docs) as ctx:
+        config, workspace = ctx.config, ctx.workspace
         planter = Planter(list(Sources(ctx).chunks.values()), seed)
         pairs = planter.pairs(count)
         workspace.write_json("qa_alpaca", [p.model_dump() for p in pairs])
@@ -299,12 +308,7 @@ def search_comparison(items: list[tuple[str, str]], planted: list[tuple[str, str
 
 
 def groundedness_figures(docs: list[dict], seed: int, threshold: float) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
-        config = parse_config({"paths": {"output": str(Path(tmp) / "output")}})
-        workspace = Workspace(config.output_dir)
-        workspace.ensure()
-        workspace.write_json("parsed_documents", docs)
-        ctx = StageContext(config=config, workspace=workspace)
+    with scratch_project(docs) as ctx:
         chunks = list(Sources(ctx).chunks.values())
         text = {c.id: c.text for c in chunks}
     labelled = make_pairs(chunks, seed=seed)

@@ -166,12 +166,12 @@ def ours(ctx: Any, chats: list[Any], steps: int, bf16: bool = True, share_prefix
     from slm_factory.training.models import load_tokenizer
     from slm_factory.training.packing import PaddedCollator, SegmentCollator
 
-    ctx = project_ctx(ctx.workspace.root.parent / ("fp32" if not bf16 else "bf16"), bf16=bf16)
+    if not bf16:
+        ctx = project_ctx(ctx.workspace.root.parent / "fp32", bf16=False)
     tokenizer = load_tokenizer(ctx.config)
     records = [{"id": str(i), "group": str(i), "messages": c} for i, c in enumerate(chats)]
     features, _ = sft.tokenized(tokenizer, records, ctx.config.student.max_seq_length)
-    model, line = sft.load_model(ctx)
-    print(f"  {line}", flush=True)
+    model, _ = sft.load_model(ctx)
     trainer = sft.build_trainer(ctx, model, tokenizer, features, [])
     if not isinstance(trainer.data_collator, SegmentCollator):
         raise SystemExit("the stage chose padded rows for SmolLM2: segment attention failed its check")

@@ -39,23 +39,21 @@ def segment_attention(module: Any, query: Any, key: Any, value: Any, attention_m
     bounds = kwargs["cu_seq_lens_q"].tolist()
     prefix = bounds[0]
     gqa = getattr(module, "num_key_value_groups", 1) > 1
-    parts = []
-    if prefix:
-        parts.append(F.scaled_dot_product_attention(query[:, :, :prefix], key[:, :, :prefix], value[:, :, :prefix],
-                                                    dropout_p=dropout, scale=scaling, is_causal=True, enable_gqa=gqa))
+
+    def attend(queries: Any, keys: Any, values: Any, mask: Any = None) -> Any:
+        return F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask, is_causal=mask is None,
+                                              dropout_p=dropout, scale=scaling, enable_gqa=gqa)
+
+    parts = [attend(query[:, :, :prefix], key[:, :, :prefix], value[:, :, :prefix])] if prefix else []
     for start, end in zip(bounds[:-1], bounds[1:]):
-        n = end - start
         if not prefix:
-            parts.append(F.scaled_dot_product_attention(query[:, :, start:end], key[:, :, start:end],
-                                                        value[:, :, start:end], dropout_p=dropout, scale=scaling,
-                                                        is_causal=True, enable_gqa=gqa))
+            parts.append(attend(query[:, :, start:end], key[:, :, start:end], value[:, :, start:end]))
             continue
         keys = torch.cat([key[:, :, :prefix], key[:, :, start:end]], dim=2)
         values = torch.cat([value[:, :, :prefix], value[:, :, start:end]], dim=2)
         # Token i of this example sees the whole prefix and its own tokens 0..i.
-        mask = torch.ones(n, prefix + n, dtype=torch.bool, device=query.device).tril(prefix)
-        parts.append(F.scaled_dot_product_attention(query[:, :, start:end], keys, values, attn_mask=mask,
-                                                    dropout_p=dropout, scale=scaling, enable_gqa=gqa))
+        mask = torch.ones(end - start, prefix + end - start, dtype=torch.bool, device=query.device).tril(prefix)
+        parts.append(attend(query[:, :, start:end], keys, values, mask))
     return torch.cat(parts, dim=2).transpose(1, 2).contiguous(), None
 
 
@@ -98,34 +96,39 @@ def use_segments(model: Any) -> None:
 
 
 def keeps_apart(model: Any, tolerance: float) -> bool:
-    """Whether this model, switched to segment attention, gives two packed examples (sharing a prefix)
-    the hidden states each has alone, within `tolerance` of the largest value: a check on the real
-    model before any training step (examples that see each other differ by far more)."""
+    """Whether this model, switched to segment attention, gives two examples packed by
+    `packing.SegmentCollator` (sharing a prefix) the hidden states each has alone, within `tolerance`
+    of the largest value: a check on the real model before any training step (examples that see
+    each other differ by far more)."""
     import torch
 
     from slm_factory.training.loss import causal_parts
+    from slm_factory.training.masking import IGNORE_INDEX
+    from slm_factory.training.packing import SegmentCollator
 
     body, _ = causal_parts(model)
     vocab = model.config.get_text_config().vocab_size
     generator = torch.Generator().manual_seed(0)
-    prefix, first, second = (torch.randint(3, vocab, (n,), generator=generator) for n in (5, 7, 4))
-    alone = [torch.cat([prefix, first]), torch.cat([prefix, second])]
-    row = torch.cat([prefix, first, second])[None]
-    positions = torch.cat([torch.arange(12), torch.arange(5, 9)])[None]
-    bounds = torch.tensor([5, 12, 16], dtype=torch.int32)
+    prefix, first, second = (torch.randint(3, vocab, (n,), generator=generator).tolist() for n in (5, 7, 4))
+    alone = [prefix + first, prefix + second]
+    # Only the last token is trained, so the collator shares the 5 common tokens.
+    row = SegmentCollator()([{"input_ids": ids, "labels": [IGNORE_INDEX] * (len(ids) - 1) + ids[-1:]}
+                             for ids in alone])
+    row = {k: v.to(model.device) for k, v in row.items() if k != "labels"}
     was_training = model.training
     model.eval()
     current = model.config._attn_implementation
     try:
         with torch.no_grad():
             model.set_attn_implementation("sdpa")
-            expected = [body(input_ids=ids[None].to(model.device), use_cache=False).last_hidden_state[0]
+            expected = [body(input_ids=torch.tensor([ids], device=model.device), use_cache=False).last_hidden_state[0]
                         for ids in alone]
             use_segments(model)
-            packed = body(input_ids=row.to(model.device), position_ids=positions.to(model.device), use_cache=False,
-                          cu_seq_lens_q=bounds.to(model.device), cu_seq_lens_k=bounds.to(model.device)).last_hidden_state[0]
-        got = [packed[:12], torch.cat([packed[:5], packed[12:]])]
-        return all(float((g - e).abs().max()) <= tolerance * float(e.abs().max()) for g, e in zip(got, expected))
+            packed = body(**row, use_cache=False).last_hidden_state[0]
     finally:
         model.set_attn_implementation(current)
         model.train(was_training)
+    shared, *ends = row["cu_seq_lens_q"].tolist()
+    starts = [shared, *ends[:-1]]
+    got = [torch.cat([packed[:shared], packed[start:end]]) for start, end in zip(starts, ends)]
+    return all(float((g - e).abs().max()) <= tolerance * float(e.abs().max()) for g, e in zip(got, expected))

@@ -53,19 +53,19 @@ class SegmentCollator:
         import torch
 
         prefix = shared_prefix(features) if self.share_prefix else 0
-        head = features[0]["input_ids"][:prefix]
-        ids, labels, positions, bounds = [torch.as_tensor(head)], [torch.full((prefix,), IGNORE_INDEX)], \
-            [torch.arange(prefix)], [prefix]
+        ids = [torch.as_tensor(features[0]["input_ids"][:prefix], dtype=torch.long)]
+        labels = [torch.full((prefix,), IGNORE_INDEX)]
+        positions, bounds = [torch.arange(prefix)], [prefix]
         for feature in features:
             n = len(feature["input_ids"])
-            ids.append(torch.as_tensor(feature["input_ids"][prefix:]))
-            own = torch.as_tensor(feature["labels"][prefix:]).clone()
+            ids.append(torch.as_tensor(feature["input_ids"][prefix:], dtype=torch.long))
+            own = torch.tensor(feature["labels"][prefix:], dtype=torch.long)
             own[0] = IGNORE_INDEX  # never trained to predict one example's first token from another's last
             labels.append(own)
             positions.append(torch.arange(prefix, n))
             bounds.append(bounds[-1] + n - prefix)
         cu = torch.tensor(bounds, dtype=torch.int32)
-        return {"input_ids": torch.cat(ids).long()[None], "labels": torch.cat(labels).long()[None],
+        return {"input_ids": torch.cat(ids)[None], "labels": torch.cat(labels)[None],
                 "position_ids": torch.cat(positions)[None], "cu_seq_lens_q": cu, "cu_seq_lens_k": cu}
 
 

@@ -45,7 +45,7 @@ def run(ctx: StageContext) -> StageResult:
     train, held = validation.train, validation.held
     model, precision = load_model(ctx)
     notes += [precision, validation.line]
-    attention = model.config._attn_implementation
+    attn_implementation = model.config._attn_implementation
     trainer = build_trainer(ctx, model, tokenizer, train, held, choose_best=validation.chooses_adapter)
     checkpoint = resume_checkpoint(ctx)
     if checkpoint:
@@ -53,7 +53,7 @@ def run(ctx: StageContext) -> StageResult:
     try:
         trainer.train(resume_from_checkpoint=checkpoint)
     finally:
-        model.set_attn_implementation(attention)  # segment attention serves packed training batches only
+        model.set_attn_implementation(attn_implementation)  # segment attention serves packed training batches only
     adapter = save_adapter(ctx, trainer, tokenizer)
     curve = adapter.parent / "loss_curve.png"
     if trainer.args.should_save:  # several processes (accelerate launch): the main one writes
