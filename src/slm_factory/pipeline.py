@@ -91,10 +91,20 @@ class Stage:
     also_writes: tuple[str, ...] = ()
     # Inputs that depend on the config (augment reads qa_test only when a test set is made).
     more_inputs: Callable[[ProjectConfig], tuple[str, ...]] = lambda config: ()
+    # "module:function" taking the StageContext: after Ctrl-C, a line saying what the stage kept
+    # outside its `.partial` file and how to go on, or None (train: its checkpoints and --resume).
+    on_interrupt: str = ""
 
     def run(self, ctx: StageContext) -> StageResult:
-        module, _, function = self.runner.partition(":")
-        return getattr(importlib.import_module(module), function)(ctx)
+        return _function(self.runner)(ctx)
+
+    def interrupted(self, ctx: StageContext) -> str | None:
+        return _function(self.on_interrupt)(ctx) if self.on_interrupt else None
+
+
+def _function(target: str) -> Callable[[StageContext], Any]:
+    module, _, function = target.partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 class StageError(Exception):
@@ -225,6 +235,7 @@ STAGES: list[Stage] = [
         # With --data, the system prompt (project.language, export.ollama.system_prompt) is read too.
         config_keys=("student", "training", "project.language", "export.ollama.system_prompt"),
         runner="slm_factory.training.sft:run",
+        on_interrupt="slm_factory.training.sft:kept_after_interrupt",
         description="training_data.jsonl → checkpoints/adapter/ (LoRA, loss on assistant replies only)",
     ),
 ]

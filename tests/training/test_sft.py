@@ -193,6 +193,18 @@ def test_the_progress_note_shows_the_last_loss_and_real_tokens_per_second(monkey
     assert sft.step_note(SimpleNamespace(epoch=0.0, log_history=[]), (100.0, 0.0), 1000) == "0 tok/s"
 
 
+def test_resume_takes_the_newest_checkpoint_that_was_saved_whole(tmp_path):
+    folder = tmp_path / "trainer"
+    assert sft.last_complete_checkpoint(folder) is None
+    for step, whole in ((4, True), (8, True), (12, False), (100, False)):
+        (folder / f"checkpoint-{step}").mkdir(parents=True)
+        (folder / f"checkpoint-{step}" / "adapter_model.safetensors").write_bytes(b"")
+        if whole:
+            (folder / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    (folder / "checkpoint-x").mkdir()
+    assert sft.last_complete_checkpoint(folder) == str(folder / "checkpoint-8")
+
+
 def test_epochs_auto_sizes_to_the_data():
     assert sft.epochs(2, 10) == 2
     assert sft.epochs("auto", 10) == 10 and sft.epochs("auto", 100_000) == 3 and sft.epochs("auto", 500) == 4
@@ -283,3 +295,45 @@ def test_smollm2_learns_the_training_answers(tmp_path):
     train_losses = [loss for _, loss in result.extra["losses"]["train"]]
     assert train_losses[-1] < train_losses[0] * 0.6, train_losses
     assert (ctx.workspace.path("adapter") / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_train_names_the_checkpoint_and_resume_continues_from_it(tmp_path, tiny_llama_dir):
+    """The real CLI: Ctrl-C after a checkpoint was saved says how to continue (a plain rerun would
+    clear the checkpoints), and `train --resume` continues from that checkpoint."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    data = tmp_path / "chat.jsonl"
+    data.write_text("\n".join(json.dumps({"id": f"e{i}", "messages": [
+        {"role": "user", "content": question}, {"role": "assistant", "content": answer}]}, ensure_ascii=False)
+        for i, (question, answer) in enumerate(FACTS * 2)) + "\n", encoding="utf-8")
+    config = tmp_path / "project.yaml"
+    config.write_text(yaml.safe_dump({
+        "paths": {"documents": str(tmp_path / "documents"), "output": str(tmp_path / "output")},
+        "student": {"model": str(tiny_llama_dir), "max_seq_length": 256},
+        "training": {"num_epochs": 200, "batch_size": 4, "gradient_accumulation_steps": 1, "save_strategy": "epoch",
+                     "early_stopping": {"enabled": False}, "lora": {"r": 4, "alpha": 8}},
+    }), encoding="utf-8")
+    command = [sys.executable, "-m", "slm_factory", "train", "--config", str(config), "--data", str(data)]
+    trainer = tmp_path / "output" / "checkpoints" / "trainer"
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    # Wait for one whole checkpoint, then stop it wherever it is (often while saving the next one).
+    while (not list(trainer.glob("checkpoint-*/trainer_state.json")) and process.poll() is None
+           and time.monotonic() < deadline):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=120) == 130
+    message = process.stderr.read().decode()
+    assert "Traceback" not in message and "interrupted" in message, message[-2000:]
+    named = message.split("continues from ")[1].split()[0]
+    assert "slm-factory train --resume" in message and (trainer / named / "trainer_state.json").is_file()
+
+    resumed = subprocess.run([*command, "--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from" in resumed.stderr and "Training complete!" in resumed.stdout

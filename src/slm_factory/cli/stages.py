@@ -110,9 +110,11 @@ def _interrupted(ctx: StageContext) -> typer.Exit:
     from slm_factory.pipeline import stage_named
 
     name = ctx.current_stage
-    partial = ctx.workspace.partial_path(stage_named(name).output) if name else None
-    kept = (f"finished work of {name} is kept in {partial}; run the command again to resume"
-            if partial is not None and partial.exists() else "nothing of the running stage was written; run the command again")
+    stage = stage_named(name) if name else None
+    partial = ctx.workspace.partial_path(stage.output) if stage else None
+    kept = (stage.interrupted(ctx) if stage else None) or (
+        f"finished work of {name} is kept in {partial}; run the command again to resume"
+        if partial is not None and partial.exists() else "nothing of the running stage was written; run the command again")
     errors.print(f"interrupted; {kept}", highlight=False, soft_wrap=True)
     return typer.Exit(130)
 

@@ -420,12 +420,19 @@ def progress_callback(ctx: StageContext, tokens_per_epoch: int) -> Any:
     return _make_progress_callback()(ctx, tokens_per_epoch)
 
 
-def resume_checkpoint(ctx: StageContext) -> str | None:
-    """The last checkpoint with --resume; a fresh run clears the previous run's checkpoints."""
-    from transformers.trainer_utils import get_last_checkpoint
+def last_complete_checkpoint(folder: Path) -> str | None:
+    """The newest `checkpoint-N` in `folder` that was saved whole. The Trainer writes
+    trainer_state.json last, so a checkpoint cut short (Ctrl-C while saving) has none; transformers'
+    get_last_checkpoint would pick it and resuming would fail."""
+    steps = [int(p.name.removeprefix("checkpoint-")) for p in folder.glob("checkpoint-*")
+             if p.name.removeprefix("checkpoint-").isdigit() and (p / "trainer_state.json").is_file()]
+    return str(folder / f"checkpoint-{max(steps)}") if steps else None
 
+
+def resume_checkpoint(ctx: StageContext) -> str | None:
+    """The last complete checkpoint with --resume; a fresh run clears the previous run's checkpoints."""
     folder = trainer_dir(ctx)
-    last = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    last = last_complete_checkpoint(folder)
     if ctx.options.get("resume"):
         if last is None:
             ctx.log.warning(f"--resume: no checkpoint in {folder}; training from the start")
@@ -433,6 +440,17 @@ def resume_checkpoint(ctx: StageContext) -> str | None:
     if folder.is_dir():
         shutil.rmtree(folder, ignore_errors=True)  # every rank of a distributed run clears it
     return None
+
+
+def kept_after_interrupt(ctx: StageContext) -> str | None:
+    """After Ctrl-C: the checkpoint `train --resume` would continue from (a plain rerun starts over
+    and clears them), or None when no epoch was saved yet."""
+    folder = trainer_dir(ctx)
+    last = last_complete_checkpoint(folder)
+    if last is None:
+        return None
+    return (f"training checkpoints are kept in {folder}; `slm-factory train --resume` continues from "
+            f"{Path(last).name} (without --resume, train starts over and clears them)")
 
 
 # -- outputs -----------------------------------------------------------------------------------
