@@ -322,6 +322,12 @@ class OllamaExportSection(Section):
     )
 
 
+# Every type export-gguf makes (the converter writes the first four; llama.cpp's quantizer the rest).
+GgufType = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k_s", "q3_k_m",
+                   "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k"]
+EvalMetric = Literal["bleu", "rouge", "key_facts", "judge"]
+
+
 class ExportSection(Section):
     merge_lora: bool = Field(True, description="Merge the adapter into the base weights.")
     output_format: Literal["safetensors"] = Field("safetensors", description="Weights format of merged_model/.")
@@ -337,15 +343,26 @@ class EvalSection(Section):
         "the probes never are. documents: whole documents are held out (measures generalisation).",
     )
     seed: int = Field(42, description="Seed of the held-out choice (the same pairs across reruns).")
-    metrics: list[str] = Field(default_factory=lambda: ["bleu", "rouge"], description="Metrics to compute.")
+    metrics: list[EvalMetric] = Field(
+        default_factory=lambda: ["bleu", "rouge", "key_facts"],
+        description="Scores per answer: bleu, rouge (1/2/L), key_facts (share of the reference's numbers and "
+        "names in the answer), judge (the teacher grades 1-5 against the reference and its source).",
+    )
     max_samples: int = Field(20, gt=0, description="Most held-out questions asked.")
+    max_new_tokens: int = Field(256, gt=0, description="Longest answer generated per question.")
     output_file: str = Field("eval_results.json", description="Name of the evaluation artifact.")
 
 
 class GgufExportSection(Section):
     enabled: bool = Field(True, description="Convert the merged model to GGUF.")
-    quantization_type: str = Field("q4_k_m", description="GGUF quantisation (q4_k_m, q8_0, f16 ...).")
+    quantization_type: GgufType = Field("q4_k_m", description="GGUF type: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, "
+                                         "or a k-quant (q2_k, q3_k_s/m/l, q4_k_s/m, q5_k_s/m, q6_k).")
     llama_cpp_path: str = Field("", description="llama.cpp checkout to use; empty uses the bundled converter.")
+
+    @field_validator("quantization_type", mode="before")
+    @classmethod
+    def _lower_case(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value  # llama.cpp's own names are upper case
 
 
 class IncrementalSection(Section):

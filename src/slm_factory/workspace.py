@@ -39,8 +39,11 @@ ARTIFACTS: dict[str, str] = {
     "merged_model": "merged_model",
     "modelfile": "merged_model/Modelfile",
     "gguf": "gguf",
+    "gguf_modelfile": "gguf/Modelfile",
     "eval_results": "eval_results.json",
+    "eval_report": "eval_results.html",
     "compare_results": "compare_results.json",
+    "compare_report": "compare_results.html",
     # One rejection record per dropped pair (id, stage, rule, detail, the pair), per stage.
     "rejected_validate": "rejected/validate.json",
     "rejected_score": "rejected/score.json",
