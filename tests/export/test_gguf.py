@@ -285,6 +285,14 @@ def test_quantizer_failure_is_its_last_line_and_leaves_no_file(tmp_path):
     assert [path.name for path in tmp_path.iterdir()] == ["model-f16.gguf"]
 
 
+@needs_llama_cpp
+def test_a_gguf_llama_cpp_cannot_load_is_one_line(tmp_path):
+    broken = tmp_path / "model-q4_k_m.gguf"
+    broken.write_bytes(b"GGUF" + bytes(64))
+    with pytest.raises(StageError, match=r"model-q4_k_m.gguf: llama.cpp cannot load this GGUF"):
+        gguf.answers(broken, "What is the capital of France?")
+
+
 def test_converter_failure_is_its_last_line_and_leaves_no_file(tmp_path, converter):
     folder = tmp_path / "model"
     folder.mkdir()
