@@ -110,6 +110,8 @@ def test_empty_reference_has_no_score_and_an_empty_answer_scores_zero() -> None:
      ["2024-03-01", "GPT-4", "1,200", "World Health Organization", "New York", "NASA"]),
     ('He called it "open data", 20 km away at 3.5 GHz.', "en", ["open data", "20 km", "3.5 GHz"]),
     ("the sky is blue and grass is green.", "en", []),
+    ("Yes, I think Seoul's port is busy. I'm sure World War I ended. Ask Mr. Kim at Samsung.", "en",
+     ["Seoul", "World War I", "Kim", "Samsung"]),  # not "I", "I'm", "Mr"; "Seoul's" is "Seoul"
 ])
 def test_key_facts_are_numbers_names_codes_and_quoted_terms(reference: str, language: str, expected: list[str]) -> None:
     assert key_facts(reference, language) == expected

@@ -101,7 +101,8 @@ def aggregate(items_scores: Iterable[dict[str, Any]]) -> dict[str, float | int |
 _NUMBER = r"\d{1,3}(?:,\d{3})+(?!\d)(?:\.\d+)?|\d+(?:\.\d+)?"
 _KO_COUNTERS = "개월|년도|년|월|일|시간|시|분|초|원|달러|명|개|건|회|세|살|배|층|호|조|항|장|절|차|주|위|점|권|곳|평"
 _LATIN_UNITS = "km|cm|mm|kg|mg|ml|gb|mb|tb|kb|ghz|mhz|hz|kwh|kw|m|g|l|w|v"
-_UNIT = rf"\s?%|퍼센트|[십백천만억조]*(?:{_KO_COUNTERS})|[십백천만억조]+(?:\s?(?:{_KO_COUNTERS}))?|\s?(?:{_LATIN_UNITS})(?![A-Za-z])"
+_UNIT = (rf"\s?%|퍼센트|[십백천만억조]*(?:{_KO_COUNTERS})|[십백천만억조]+(?:\s?(?:{_KO_COUNTERS}))?"
+         rf"|\s?(?:{_LATIN_UNITS})(?![A-Za-z])")
 _QUANTITY = re.compile(rf"(?<![A-Za-z0-9.,\-])({_NUMBER})({_UNIT})?", re.IGNORECASE)
 _DATE = re.compile(r"(?<![\d.])\d{4}[-./]\d{1,2}[-./]\d{1,2}(?![\d])")
 _LATIN_WORD = re.compile(r"[A-Za-z0-9]+(?:[-_./][A-Za-z0-9]+)*")
@@ -109,6 +110,8 @@ _CAPITALISED_RUN = re.compile(r"[A-Z][A-Za-z0-9&'\-]*(?: [A-Z][A-Za-z0-9&'\-]*)*
 _QUOTED = re.compile(r"\"([^\"\n]{1,40})\"|“([^”\n]{1,40})”|‘([^’\n]{1,40})’|「([^」\n]{1,40})」|『([^』\n]{1,40})』"
                      r"|《([^》\n]{1,40})》|〈([^〉\n]{1,40})〉|(?<![\w])'([^'\n]{1,40})'(?![\w])")
 _SENTENCE_END = re.compile(r"[.!?。]\s*[\"'“‘(]*$")
+_NOT_NAMES = {"I'm", "I've", "I'll", "I'd"}
+_TITLES = {"Mr", "Mrs", "Ms", "Dr", "Prof", "St", "Mt", "Jr", "Sr", "No", "Vol", "Fig"}
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 
 
@@ -186,8 +189,9 @@ def _names(text: str, korean: bool) -> list[tuple[int, int, str]]:
         if not korean and _sentence_start(text, start) and not _acronym(words[0]):
             start += len(words[0]) + 1
             words = words[1:]
-        if words:
-            found.append((start, match.end(), " ".join(words)))
+        name = re.sub(r"'s$", "", " ".join(words))  # "Seoul's" is the fact "Seoul"
+        if len(name) > 1 and name not in _NOT_NAMES and name not in _TITLES:
+            found.append((start, start + len(name), name))
     if korean:
         found += [(m.start(), m.end(), m.group()) for m in re.finditer(r"(?<![A-Za-z0-9])[A-Za-z]{2,}(?![A-Za-z0-9])", text)]
     return found
@@ -200,6 +204,8 @@ def _mostly_hangul(text: str) -> bool:
 
 def _sentence_start(text: str, index: int) -> bool:
     before = text[:index].rstrip()
+    if re.search(r"(?<![A-Za-z])(?:" + "|".join(_TITLES) + r")\.$", before):
+        return False  # "Mr. Kim": the full stop ends a title, not a sentence
     return not before or before.endswith("\n") or bool(_SENTENCE_END.search(text[:index]))
 
 
