@@ -30,19 +30,22 @@ def test_ollama_templates_render_as_ollamas_own_tests_expect(name: str) -> None:
     assert run(source, System="You are a helpful assistant.", Messages=messages, Tools=[], Response="") == expected
 
 
-@pytest.mark.parametrize("source, expected", [
+TRIMS = [
     ("a  \n\t {{- 1 }}", "a1"),                       # {{- eats all white space before, newlines too
     ("{{ 1 -}} \n\n  b", "1b"),                       # -}} eats all after
     ("a \n{{- /* note */ -}}\n b", "ab"),             # a trimmed comment
     ("a {{/* note */}} b", "a  b"),                   # an untrimmed comment keeps the spaces
     ("{{ 1 }} \n {{ 2 }}", "1 \n 2"),
     ("x{{-3}}", "x-3"),                               # "{{-3" is the number -3, not a trim marker
-])
+]
+
+
+@pytest.mark.parametrize("source, expected", TRIMS)
 def test_trim_markers_and_comments(source: str, expected: str) -> None:
     assert run(source) == expected
 
 
-@pytest.mark.parametrize("source, expected", [
+BUILTINS = [
     ('{{ and 1 "x" 0 "y" }}', "0"),      # and: the first false argument
     ('{{ and 1 "x" }}', "x"),            # ... else the last
     ('{{ or 0 "" "z" 5 }}', "z"),        # or: the first true argument
@@ -59,9 +62,13 @@ def test_trim_markers_and_comments(source: str, expected: str) -> None:
     ('{{ `raw\\n` }}', "raw\\n"),
     ('{{ .S | printf "%s!" }}', "s!"),   # a pipe passes the value as the last argument
     ('{{ (len .L) }}', "3"),
-])
+]
+DATA_SL = {"S": "s", "L": ["a", "b", "c"]}
+
+
+@pytest.mark.parametrize("source, expected", BUILTINS)
 def test_builtins_follow_go(source: str, expected: str) -> None:
-    assert run(source, S="s", L=["a", "b", "c"]) == expected
+    assert render(source, DATA_SL) == expected
 
 
 def test_and_or_stop_evaluating_at_the_deciding_argument() -> None:
@@ -110,7 +117,7 @@ def test_field_access_on_structs_and_parenthesised_results() -> None:
     assert run("{{ $m := index .Messages 0 }}{{ $m.Role }}", Messages=messages) == "user"
 
 
-@pytest.mark.parametrize("source, complaint", [
+ERRORS = [
     ("{{ .Messages.Nope }}", "can't evaluate field Nope"),
     ("{{ .Missing }}", "no entry for key"),
     ("{{ upper .S }}", 'function "upper" not defined'),
@@ -122,7 +129,37 @@ def test_field_access_on_structs_and_parenthesised_results() -> None:
     ("text {{ .S ", "unclosed action"),
     ("{{ }}", "missing value"),
     ("{{ break }}", "outside range"),
-])
+]
+
+
+@pytest.mark.parametrize("source, complaint", ERRORS)
 def test_unknown_or_invalid_syntax_raises_clearly(source: str, complaint: str) -> None:
     with pytest.raises(GoTemplateError, match=complaint.replace("{", r"\{").replace("(", r"\(")):
         run(source, S="s", Messages=message("user", "x"))
+
+
+MORE = [  # (source, data, expected) of the tests above, for the cross-check with Go
+    ('{{ $x := "outer" }}{{ if true }}{{ $x := "inner" }}{{ $x }}{{ end }}-{{ $x }}'
+     '{{ if true }}{{ $x = "set" }}{{ end }}-{{ $x }}', {}, "inner-outer-set"),
+    ("{{ range $i, $x := .L }}{{ $i }}{{ $x }}{{ end }}", {"L": ["a", "b"]}, "0a1b"),
+    ("{{ range $x := .L }}{{ $x }}{{ end }}", {"L": ["a", "b"]}, "ab"),
+    ('{{ range .L }}{{ if eq . "b" }}{{ continue }}{{ end }}{{ if eq . "d" }}{{ break }}{{ end }}{{ . }}{{ end }}',
+     {"L": ["a", "b", "c", "d"]}, "ac"),
+    ("{{ range .E }}x{{ else }}empty{{ end }}", {"E": []}, "empty"),
+    ("{{ with .S }}[{{ . }}]{{ else }}none{{ end }}", {"S": ""}, "none"),
+    ('{{ if eq .R "a" }}A{{ else if eq .R "b" }}B{{ else }}C{{ end }}', {"R": "b"}, "B"),
+]
+
+
+def test_go_itself_agrees(go_render) -> None:
+    """Every expectation above, and the errors, also hold for Go's own text/template."""
+    cases = [(source, DATA_SL, expected) for source, expected in TRIMS + BUILTINS] + MORE
+    results = go_render([{"template": source, "data": data} for source, data, _ in cases])
+    assert [(source, result["err"] or result["out"]) for (source, _, _), result in zip(cases, results)] == \
+        [(source, expected) for source, _, expected in cases]
+    # Go errors too, where the template is wrong for Go (not merely for this stricter interpreter,
+    # which also refuses missing map keys that Go prints as "<no value>").
+    stricter = ("{{ .Messages.Nope }}", "{{ .Missing }}", "{{ 1.5 }}")  # floats: not needed, so refused
+    wrong = [source for source, _ in ERRORS if source not in stricter]
+    errors = go_render([{"template": source, "data": DATA_SL} for source in wrong])
+    assert [bool(result["err"]) for result in errors] == [True] * len(wrong), list(zip(wrong, errors))

@@ -195,7 +195,7 @@ def test_modelfile_text_refuses_what_ollama_cannot_read_back() -> None:
     plan = ModelfilePlan("{{ .Prompt }}", [], "other", 1, None)
     with pytest.raises(StageError, match="cannot quote"):
         modelfile_text("./m", plan, 'first line """\nsecond', {})
-    with pytest.raises(StageError, match="drops"):
+    with pytest.raises(StageError, match="parser drops"):
         modelfile_text("./m", plan, "zero\u200bwidth", {})
     with pytest.raises(StageError, match="one line"):
         modelfile_text("./m", plan, "s", {"stop": ["a\nb"]})
@@ -254,3 +254,31 @@ def test_an_end_of_turn_of_two_special_tokens_gives_a_stop_for_each(smollm2_toke
     plan = plan_modelfile(tokenizer, SYSTEM)
     assert plan.template is not None
     assert plan.stops == ["<|turn_end|>", "<|sep|>", tokenizer.eos_token]
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_go_itself_renders_every_family_template_as_training(smollm2_tokenizer_dir: Path, name: str, go_render) -> None:
+    """The same check with Go's own text/template executing the TEMPLATE as Ollama does, so
+    the verdict does not rest on this project's interpreter alone."""
+    import random
+
+    rng = random.Random(f"go {name}")
+    tokenizer = family_tokenizer(smollm2_tokenizer_dir, name)
+    plan = plan_modelfile(tokenizer, SYSTEM)
+    assert plan.template is not None
+    conversations = check_conversations(SYSTEM) + [random_conversation(rng, rng.choice(["", SYSTEM])) for _ in range(15)]
+    results = go_render([{"template": plan.template, "messages": messages} for messages in conversations])
+    for messages, result in zip(conversations, results):
+        assert result["err"] == ""
+        assert runner_bos(tokenizer) + result["out"] == hf_prompt(tokenizer, messages), messages
+
+
+def test_a_template_ollama_could_not_read_back_is_not_written(smollm2_tokenizer_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)
+    tokenizer.chat_template = ("{% if messages[0].role != 'system' %}<|im_start|>system\nSay \"\"\"\nhi<|im_end|>\n{% endif %}"
+                               "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+                               "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    plan = plan_modelfile(tokenizer, SYSTEM)
+    assert plan.template is None and "cannot quote" in (plan.warning or "")

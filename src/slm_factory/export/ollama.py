@@ -160,7 +160,7 @@ def derive_shape(tokenizer: Any) -> ChatShape:
 
     # Only a template that writes bos_token has a BOS of its own (SmolLM2's bos_token is
     # <|im_start|>, which its ChatML template writes as a turn marker).
-    writes_bos = bool(tokenizer.bos_token) and "bos_token" in tokenizer.chat_template
+    writes_bos = bool(tokenizer.bos_token) and "bos_token" in str(tokenizer.chat_template)
     bos = tokenizer.bos_token if writes_bos and dialogue.startswith(tokenizer.bos_token) else ""
     no_system = _strip_suffix(_between(dialogue, "", _U1), user_prefix, "the text before the first user turn")[len(bos):]
     return _system_shape(full, bos, no_system, ChatShape(
@@ -384,6 +384,8 @@ def plan_modelfile(tokenizer: Any, system: str) -> ModelfilePlan:
         differences = check_template(tokenizer, template, system)
     except Exception as error:  # noqa: BLE001
         differences = [f"the chat template fails on a check conversation ({error})"]
+    if not differences and _modelfile_problem(template):
+        differences = [f"the template {_modelfile_problem(template)}"]
     if differences:
         return ModelfilePlan(None, _stops(shape, tokenizer), family, 0,
                              f"the derived {family} TEMPLATE does not render as the chat template "
@@ -404,14 +406,20 @@ def _ends_early(text: str) -> bool:
     return False
 
 
-def _block(name: str, text: str) -> str:
+def _modelfile_problem(text: str) -> str | None:
+    """Why Ollama's Modelfile parser would not read `text` back as it is, or None."""
     if _ends_early(text):
-        raise StageError(f'export.ollama: the {name} has """ before a line end, which a Modelfile cannot quote; '
-                         "reword it")
+        return 'has """ before a line end, which a Modelfile cannot quote'
     unprintable = [c for c in text if not c.isprintable() and c not in "\t\r\n"]
     if unprintable:
-        raise StageError(f"export.ollama: the {name} contains {unprintable[0]!r}, which Ollama's Modelfile "
-                         "parser drops; remove it")
+        return f"contains {unprintable[0]!r}, which Ollama's Modelfile parser drops"
+    return None
+
+
+def _block(name: str, text: str) -> str:
+    problem = _modelfile_problem(text)
+    if problem:
+        raise StageError(f"export.ollama: the {name} {problem}; change it")
     return f'{name.upper()} """{text}"""'
 
 
