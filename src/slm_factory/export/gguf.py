@@ -100,6 +100,9 @@ def bundled_converter(progress: Progress | None = None) -> Path:
         if not archive.is_file():
             raise StageError(f"{SDIST_ENV}: {archive} does not exist; point it at llama_cpp_python-{version}.tar.gz "
                              "or unset it to download that file")
+        if f"-{version}." not in archive.name:  # another llama.cpp than the one that will load the file
+            log.warning("%s: %s does not look like llama-cpp-python %s's sources (the installed version)",
+                        SDIST_ENV, archive.name, version)
         extract_converter(archive, target)
     return target
 
@@ -394,10 +397,12 @@ def run(ctx: StageContext) -> StageResult:
             timings[gguf_type] = time.perf_counter() - started
         system = system_prompt(config)
         questions = check_questions(config.project.language)
+        started = time.perf_counter()
         with ctx.progress.task("checking the GGUF against the merged model", total=1) as advance:
             check = greedy_check(model_dir, intermediate, questions, CHECK_TOKENS, system)
             reply = answers(final, questions[0], system)
             advance()
+        timings["check"] = time.perf_counter() - started
     finally:
         if intermediate != final:
             intermediate.unlink(missing_ok=True)
