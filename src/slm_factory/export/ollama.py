@@ -10,7 +10,8 @@ system turn, formats.render), or into the last user turn (Mistral Nemo). Any tem
 shapes works; the family name only labels the markers found. The Go template written from that is
 then rendered here (gotemplate.py) over several conversations and compared with the HF render;
 any difference and the plan has no template, with a one-line warning, rather than a file that
-makes the model answer gibberish or never stop.
+makes the model answer gibberish or never stop. (tests/export also run every derived TEMPLATE
+through Go's own text/template, tests/data/templates/ollama_render.go, where Go is installed.)
 
 Ollama semantics relied on (ollama/ollama template/template.go, `Execute` and `collate`; server
 routes.go; docs/template.md; parser/parser.go):
@@ -19,8 +20,10 @@ routes.go; docs/template.md; parser/parser.go):
   messages stay in the list), `.Tools` and `.Response` = "". Each message is an api.Message
   struct (Role, Content, ...).
 - The Modelfile SYSTEM is inserted as a first system message when a chat request has none.
-- The template text has no BOS: the runner adds it when the model's tokenizer adds one
-  (Ollama's own library templates, e.g. llama3-instruct.gotmpl, omit <|begin_of_text|>).
+- The template text has no BOS where the model's tokenizer adds one: the runner adds it then
+  (inferred from Ollama's own library templates, e.g. llama3-instruct.gotmpl, which omit
+  <|begin_of_text|>; not seen in a running Ollama here). Where the tokenizer adds none, a BOS
+  the chat template writes stays in the TEMPLATE text.
 - A `\"\"\"` value in a Modelfile ends at the first line end where the text read so far ends with
   `\"\"\"`; there are no escapes, and non-printable characters other than tab and newlines are
   dropped.
