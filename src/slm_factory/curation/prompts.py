@@ -22,11 +22,12 @@ def prompt_language(language: str) -> str:
 
 
 @cache
-def prompt_text(name: str, language: str) -> str:
-    folder = resources.files("slm_factory.curation").joinpath(f"prompts/{prompt_language(language)}")
+def prompt_text(name: str, language: str, package: str = "slm_factory.curation") -> str:
+    folder = resources.files(package).joinpath(f"prompts/{prompt_language(language)}")
     return folder.joinpath(f"{name}.txt").read_text(encoding="utf-8")
 
 
-def render(name: str, language: str, **values: object) -> str:
-    """The prompt `name` in `language` with its placeholders filled."""
-    return Template(prompt_text(name, language)).substitute({k: str(v) for k, v in values.items()})
+def render(name: str, language: str, package: str = "slm_factory.curation", **values: object) -> str:
+    """The prompt `name` in `language` with its placeholders filled; `package` holds the prompts/
+    folder (evaluation keeps its judge prompts in its own)."""
+    return Template(prompt_text(name, language, package)).substitute({k: str(v) for k, v in values.items()})

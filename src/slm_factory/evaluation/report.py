@@ -135,7 +135,7 @@ def _summary_table(summary: dict[str, Any], keys: list[str]) -> str:
 
 
 def _compare_item(item: dict[str, Any], keys: list[str], base: dict[str, Any], tuned: dict[str, Any]) -> str:
-    winner = item.get("winner", "")
+    winner = item.get("winner") or ""
     sides = "".join(
         _answer(item.get(side) or {}, f"{label}: {model.get('name', '')}", keys, winner == side)
         for side, label, model in (("base", "base", base), ("finetuned", "fine-tuned", tuned))

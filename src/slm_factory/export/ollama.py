@@ -75,16 +75,9 @@ class ChatShape:
 def hf_prompt(tokenizer: Any, messages: list[Message]) -> str:
     """A conversation ending with a user turn, as the student saw it in training plus the
     generation prompt: formats.render's system fold where the template refuses a system turn."""
-    from jinja2 import TemplateError
+    from slm_factory.training.formats import render
 
-    from slm_factory.training.formats import fold_system
-
-    try:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    except TemplateError as error:
-        if not messages or messages[0]["role"] != "system" or "system" not in str(error).lower():
-            raise
-    return tokenizer.apply_chat_template(fold_system(messages), tokenize=False, add_generation_prompt=True)
+    return render(tokenizer, messages, generation_prompt=True)
 
 
 def _training_text(tokenizer: Any, messages: list[Message]) -> str:

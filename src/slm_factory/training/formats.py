@@ -84,18 +84,19 @@ def dialogue_example(dialogue: Dialogue, system: str) -> Example:
 # -- rendering ---------------------------------------------------------------------------------
 
 
-def render(tokenizer: Any, messages: list[Message]) -> str:
-    """The conversation as the student sees it, in its own chat template. A template that
-    refuses a system turn (Gemma 2's raises) gets the system prompt at the head of the first
-    user turn, as Gemma 3's own template does."""
+def render(tokenizer: Any, messages: list[Message], generation_prompt: bool = False) -> str:
+    """The conversation as the student sees it, in its own chat template (with the assistant's
+    header after it when `generation_prompt`: a question to answer). A template that refuses a
+    system turn (Gemma 2's raises) gets the system prompt at the head of the first user turn, as
+    Gemma 3's own template does."""
     from jinja2 import TemplateError
 
     try:
-        return tokenizer.apply_chat_template(messages, tokenize=False)
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
     except TemplateError as error:
         if not messages or messages[0]["role"] != "system" or "system" not in str(error).lower():
             raise
-    return tokenizer.apply_chat_template(fold_system(messages), tokenize=False)
+    return tokenizer.apply_chat_template(fold_system(messages), tokenize=False, add_generation_prompt=generation_prompt)
 
 
 def fold_system(messages: list[Message]) -> list[Message]:
