@@ -172,3 +172,36 @@ def test_questions_come_from_the_held_out_probes_or_any_data_shape(tmp_path):
     bad.write_text(json.dumps({"questions": []}))
     with pytest.raises(StageError, match=f"--data {bad}: a JSON dict"):
         read_questions(ctx, str(bad), 20)
+
+
+@pytest.mark.slow
+def test_an_ollama_model_name_is_asked_through_ollamas_api(tmp_path, smollm2_gguf):
+    """`eval --model NAME` as the original slm-factory has it: an Ollama model. No Ollama binary can
+    be installed here, so this runs against tests/teacher/servers.OllamaStandIn, a stand-in that
+    speaks Ollama's documented /api/chat and answers with a real llama.cpp model."""
+    import asyncio
+    import threading
+
+    from llama_cpp import Llama
+
+    from tests.teacher.servers import OllamaStandIn
+
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    llama = Llama(model_path=str(smollm2_gguf), n_ctx=2048, n_threads=1, verbose=False)
+    standin = OllamaStandIn(llama)
+    url = asyncio.run_coroutine_threadsafe(standin.start(), loop).result(timeout=30)
+    try:
+        ctx = project(tmp_path)
+        ref = model_ref(ctx.config, ctx.workspace, "smollm2:135m", api_base=url)
+        assert ref.backend == "ollama"
+        question = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What is the capital of France?"}]
+        answer = open_answerer(ref, ctx.config).answer([question], 12)[0]
+        sent = standin.requests[-1]
+        direct = llama.create_chat_completion(messages=question, temperature=0.0, max_tokens=12)
+        assert answer and answer == direct["choices"][0]["message"]["content"].strip()
+        assert sent["messages"] == question and sent["options"]["temperature"] == 0.0 and sent["stream"] is False
+    finally:
+        asyncio.run_coroutine_threadsafe(standin.stop(), loop).result(timeout=30)
+        loop.call_soon_threadsafe(loop.stop)
+        llama.close()

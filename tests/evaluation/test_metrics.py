@@ -224,3 +224,15 @@ def test_aggregate_means_over_items_that_have_a_score() -> None:
     assert aggregate(items) == {"bleu": 20.0, "key_facts": 0.5, "n": 3}
     assert aggregate([{"judge": None}]) == {"judge": None, "n": 1}
     assert aggregate([]) == {"n": 0}
+
+
+def test_facts_the_question_names_do_not_count():
+    reference = "The Velmora Bridge opened in 1873."
+    question = "In which year did the Velmora Bridge first open?"
+    echo = "The Velmora Bridge opened a long time ago."
+    assert key_fact_score(echo, reference, "en") > 0  # without the question, the echoed name counts
+    assert key_fact_score(echo, reference, "en", question) == 0.0
+    assert key_fact_score("It opened in 1873.", reference, "en", question) == 1.0
+    assert key_fact_score("Yes.", "The Velmora Bridge.", "en", "Is it the Velmora Bridge?") is None
+    korean = "한국인터넷진흥원의 신고 기한은 72시간입니다."
+    assert key_fact_score("한국인터넷진흥원에 알립니다.", korean, "ko", "한국인터넷진흥원의 신고 기한은?") == 0.0

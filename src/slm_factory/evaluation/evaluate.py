@@ -60,7 +60,7 @@ def scored_items(ctx: StageContext, artifact: str, ref: ModelRef, questions: lis
     items = []
     for question, answer in zip(questions, answers):
         scores: dict[str, Any] = score_answer(answer, question.reference, config.project.language,
-                                              [m for m in metrics if m != "judge"])
+                                              [m for m in metrics if m != "judge"], question.text)
         grade = grades.get(_grade_key(ref, question))
         if "judge" in metrics:
             scores["judge"] = grade["score"] if grade else None
