@@ -17,7 +17,8 @@ warm-up steps that are not timed:
   multiplies bf16 faster (LoRA in fp32), a batch packed into one row with segment attention, the
   shared prompt computed once, the vocabulary head on labelled positions only, no checkpointing.
 - the same without one piece each (run with --only): "ours, fp32 base", "ours, prefix repeated"
-  (every example carries its own system turn), "ours, padded" (one example per row, padded).
+  (every example carries its own system turn), "ours, padded" (one example per row, padded),
+  "ours, bf16 attention" (attention in the base weights' bf16 instead of fp32).
 
 Real tokens are the examples' own tokens (padding left out; a shared prefix counts once per
 example, as each example has it), counted from what the collator is given, not trl's num_tokens.
@@ -161,11 +162,12 @@ def trl_defaults(ctx: Any, chats: list[Any], steps: int) -> Any:
 
 
 def ours(ctx: Any, chats: list[Any], steps: int, bf16: bool = True, share_prefix: bool = True,
-         padded: bool = False) -> Any:
-    from slm_factory.training import sft
+         padded: bool = False, fp32_attention: bool = True) -> Any:
+    from slm_factory.training import attention, sft
     from slm_factory.training.models import load_tokenizer
     from slm_factory.training.packing import PaddedCollator, SegmentCollator
 
+    attention.FP32_ON_CPU = fp32_attention
     if not bf16:
         ctx = project_ctx(ctx.workspace.root.parent / "fp32", bf16=False)
     tokenizer = load_tokenizer(ctx.config)
@@ -190,6 +192,7 @@ VARIANTS = {
     "ours, fp32 base": lambda ctx, chats, steps: ours(ctx, chats, steps, bf16=False),
     "ours, prefix repeated": lambda ctx, chats, steps: ours(ctx, chats, steps, share_prefix=False),
     "ours, padded": lambda ctx, chats, steps: ours(ctx, chats, steps, padded=True),
+    "ours, bf16 attention": lambda ctx, chats, steps: ours(ctx, chats, steps, fp32_attention=False),
     "trl defaults": trl_defaults,
 }
 
