@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -124,34 +124,79 @@ class RichProgress(Progress):
         if Output.quiet:
             yield lambda n=1, note=None: None
             return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress as Bar,
-            TaskProgressColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from rich.progress import Progress as Bar
 
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TaskProgressColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-        )
-        with Bar(*columns, console=errors, transient=False) as bar:
-            task = bar.add_task(description, total=total, rate="")
+        with Bar(*_columns(), console=errors, transient=False) as bar:
+            yield _advancer(bar, bar.add_task(description, total=total, rate=""))
 
-            def advance(n: int = 1, note: str | None = None) -> None:
-                bar.advance(task, n)
-                speed = bar.tasks[0].speed
-                bar.update(task, rate=note if note is not None else f"{speed:.1f}/s" if speed else "")
 
-            yield advance
+class RunProgress(RichProgress):
+    """One display for a whole `run`: a row saying which stage of how many is running, and under it
+    the running stage's own bars, each removed when its work ends (the stage's result line stays)."""
+
+    def __init__(self, stages: list[str]) -> None:
+        self.stages = stages
+        self._bar: Any = None
+        self._row: Any = None
+
+    @contextmanager
+    def display(self) -> Iterator[None]:
+        if Output.quiet:
+            yield
+            return
+        from rich.progress import Progress as Bar
+
+        with Bar(*_columns(), console=errors, transient=False) as bar:
+            self._bar, self._row = bar, bar.add_task(self._label(0), total=len(self.stages), rate="")
+            try:
+                yield
+            finally:
+                self._bar = None
+
+    def stages_done(self, done: int) -> None:
+        """`done` stages of the run have ended (run, skipped or up to date)."""
+        if self._bar is not None:
+            self._bar.update(self._row, completed=done, description=self._label(done))
+
+    def _label(self, done: int) -> str:
+        if done >= len(self.stages):
+            return f"[bold]run[/bold] {len(self.stages)} stages done"
+        return f"[bold]run[/bold] stage {done + 1}/{len(self.stages)} [cyan]{self.stages[done]}[/cyan]"
+
+    @contextmanager
+    def task(self, description: str, total: int) -> Iterator[Callable[..., None]]:
+        if self._bar is None:
+            with super().task(description, total) as advance:
+                yield advance
+            return
+        task = self._bar.add_task(f"  {description}", total=total, rate="")
+        try:
+            yield _advancer(self._bar, task)
+        finally:
+            self._bar.remove_task(task)
+
+
+def _columns() -> tuple[Any, ...]:
+    from rich.progress import BarColumn, MofNCompleteColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+
+
+def _advancer(bar: Any, task: Any) -> Callable[..., None]:
+    def advance(n: int = 1, note: str | None = None) -> None:
+        bar.advance(task, n)
+        speed = next((t.speed for t in bar.tasks if t.id == task), None)
+        bar.update(task, rate=note if note is not None else f"{speed:.1f}/s" if speed else "")
+
+    return advance
 
 
 def teacher_summary(stats: dict) -> str:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from slm_factory.cli import app
-from slm_factory.cli.common import fail, teacher_summary, ConfigOption, QuietOption, RichProgress, VerboseOption, console, errors, load_project, locked, setup_output
+from slm_factory.cli.common import fail, teacher_summary, ConfigOption, QuietOption, RichProgress, RunProgress, VerboseOption, console, errors, load_project, locked, setup_output
 from slm_factory.pipeline import StageContext, StageRun
 from slm_factory.workspace import Workspace
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def _context(config_path: Path, **options: object) -> StageContext:
@@ -157,27 +160,113 @@ def run_command(
 ) -> None:
     """Run the pipeline (all stages, or --from/--to a range)."""
     setup_output(verbose, quiet)
-    from slm_factory.pipeline import run_pipeline, stage_named
-
     for name in filter(None, (start, end)):
-        try:
-            stage_named(name)
-        except KeyError as error:
-            from difflib import get_close_matches
-            from slm_factory.pipeline import STAGES
-
-            near = get_close_matches(name, [s.name for s in STAGES], n=1, cutoff=0.5)
-            hint = f" (did you mean {near[0]}?)" if near else ""
-            raise fail(f"{error.args[0]}{hint}", 2) from None
-    ctx = _context(config)
-    runs: list[StageRun] = []
-    try:
-        with locked(ctx.workspace.root, "run"):
-            run_pipeline(ctx, start, end, resume, report=lambda run: (runs.append(run), _print_run(run)))
-    except KeyboardInterrupt:
-        raise _interrupted(ctx) from None
+        _known_stage(name)
+    runs = run_stages(_context(config), start, end, resume)
     if any(run.status == "failed" for run in runs):
         raise typer.Exit(1)
+
+
+def _known_stage(name: str) -> None:
+    from slm_factory.pipeline import STAGES, stage_named
+
+    try:
+        stage_named(name)
+    except KeyError as error:
+        from difflib import get_close_matches
+
+        near = get_close_matches(name, [s.name for s in STAGES], n=1, cutoff=0.5)
+        hint = f" (did you mean {near[0]}?)" if near else ""
+        raise fail(f"{error.args[0]}{hint}", 2) from None
+
+
+def run_stages(ctx: StageContext, start: str | None, end: str | None, resume: bool) -> list[StageRun]:
+    """What `run` does once its config is loaded: the stages under one progress display, each
+    stage's own lines as it ends, then the summary table (also after a failure or Ctrl-C)."""
+    from rich.markup import escape
+
+    from slm_factory.pipeline import run_pipeline, select_stages
+
+    names = [stage.name for stage in select_stages(start, end)]
+    progress = RunProgress(names)
+    ctx.progress = progress
+    runs: list[StageRun] = []
+
+    def report(run: StageRun) -> None:
+        runs.append(run)
+        _print_run(run)
+        if run.status != "failed":  # the display keeps naming the stage that failed
+            progress.stages_done(len(runs))
+
+    try:
+        with locked(ctx.workspace.root, "run"), progress.display():
+            run_pipeline(ctx, start, end, resume, report=report)
+    except KeyboardInterrupt:
+        console.print(run_summary(ctx, names, runs, interrupted=ctx.current_stage))
+        raise _interrupted(ctx) from None
+    console.print(run_summary(ctx, names, runs))
+    failed = next((run for run in runs if run.status == "failed"), None)
+    if failed is not None:
+        why = failed.result.lines[0] if failed.result and failed.result.lines else "see the error above"
+        errors.print(f"[red]stopped at {failed.stage}:[/red] {escape(why)}", markup=True, highlight=False, soft_wrap=True)
+    return runs
+
+
+_STATUS_STYLE = {"ran": "green", "up-to-date": "cyan", "failed": "bold red", "interrupted": "bold yellow"}
+
+
+def run_summary(ctx: StageContext, names: list[str], runs: list[StageRun], interrupted: str | None = None) -> Table:
+    """One row per stage of the run: status, items, time, teacher tokens, and where its artifact is
+    (relative to the project). Stages after a failure or Ctrl-C are "not reached"."""
+    from rich.table import Column, Table
+    from rich.text import Text
+
+    table = Table(Column("stage", no_wrap=True), Column("status", no_wrap=True), Column("items", justify="right"),
+                  Column("time", justify="right", no_wrap=True), Column("teacher tokens", justify="right"),
+                  Column("artifact", overflow="fold"), title="run summary")
+    recorded = ctx.workspace.load_state().get("stages", {})
+    by_name = {run.stage: run for run in runs}
+    seconds = tokens = 0.0
+    for name in names:
+        run = by_name.get(name)
+        status = run.status if run else "interrupted" if name == interrupted else "not reached"
+        if status == "skipped":
+            status = "skipped (off)"
+        teacher = (run.result.extra.get("teacher") if run and run.result else None) or {}
+        used = teacher.get("prompt_tokens", 0) + teacher.get("completion_tokens", 0)
+        seconds += run.seconds if run else 0
+        tokens += used
+        table.add_row(
+            name,
+            f"[{_STATUS_STYLE.get(status, 'dim')}]{status}[/]",
+            _items(name, run, recorded),
+            f"{run.seconds:.1f} s" if run and run.status in ("ran", "failed") else "",
+            f"{used:,}" if teacher else "",
+            Text(_artifact(ctx, name) if status in ("ran", "up-to-date") else ""),
+        )
+    table.add_section()
+    table.add_row("total", f"{sum(run.status == 'ran' for run in runs)} ran", "", f"{seconds:.1f} s",
+                  f"{int(tokens):,}" if tokens else "", "")
+    return table
+
+
+def _items(name: str, run: StageRun | None, recorded: dict) -> str:
+    if run is None or run.status in ("skipped", "failed"):
+        return ""
+    if run.status == "up-to-date":
+        items = recorded.get(name, {}).get("items")
+        return "" if items is None else str(items)
+    return str(run.result.items) if run.result else ""
+
+
+def _artifact(ctx: StageContext, name: str) -> str:
+    from slm_factory.pipeline import stage_named
+
+    path = ctx.workspace.path(stage_named(name).output)
+    try:
+        return str(path.resolve().relative_to(ctx.config.root.resolve()))
+    except ValueError:  # paths.output outside the project folder
+        return str(path)
 
 
 DataOption = Annotated[Path | None, typer.Option("--data", help="Pairs to work on instead of the previous stage's output (qa_alpaca-style JSON list).")]
