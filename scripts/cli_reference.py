@@ -32,16 +32,9 @@ def render() -> str:
 
 
 def main() -> int:
-    text = render()
-    if "--check" in sys.argv:
-        current = TARGET.read_text(encoding="utf-8") if TARGET.exists() else ""
-        if current != text:
-            print(f"{TARGET} is out of date; run: python scripts/cli_reference.py", file=sys.stderr)
-            return 1
-        return 0
-    TARGET.write_text(text, encoding="utf-8")
-    print(f"wrote {TARGET}")
-    return 0
+    from generated_doc import write_or_check
+
+    return write_or_check(TARGET, render(), "python scripts/cli_reference.py")
 
 
 if __name__ == "__main__":
