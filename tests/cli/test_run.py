@@ -166,3 +166,41 @@ def test_summary_of_a_failed_run_leaves_the_rest_not_reached(tmp_path: Path) -> 
                                 "teacher tokens": "1,234", "artifact": ""}
     assert all(rows[name]["status"] == "not reached" for name in NAMES[3:])
     assert rows["total"]["status"] == "0 ran" and rows["total"]["teacher tokens"] == "1,234"
+
+
+@pytest.mark.slow
+def test_run_to_generate_with_a_real_teacher_then_resume_asks_nothing(tmp_path: Path, corpus: Path, llama_server: str) -> None:
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    documents = tmp_path / "documents"
+    documents.mkdir()
+    shutil.copy(corpus / "edge-utf16-with-bom.txt", documents)
+    config = tmp_path / "project.yaml"
+    config.write_text(yaml.safe_dump({
+        "teacher": {"backend": "openai", "model": "smollm2", "api_base": f"{llama_server}/v1", "temperature": 0.0,
+                    "max_tokens": 128, "max_concurrency": 2},
+        "questions": {"questions_per_chunk": 1},
+    }))
+    env = {**os.environ, "COLUMNS": "200"}
+
+    def run(*options: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "slm_factory", "run", "-c", str(config), "--to", "generate", *options],
+                              capture_output=True, text=True, timeout=900, env=env)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+
+    first = run()
+    stats = json.loads((tmp_path / "output" / ".state.json").read_text())["stages"]["generate"]["stats"]["teacher"]
+    tokens = f"{stats['prompt_tokens'] + stats['completion_tokens']:,}"
+    generate_row = next(line for line in first.splitlines() if line.startswith("│ generate "))
+    assert " ran " in generate_row and tokens in generate_row and "output/qa_alpaca.json" in generate_row
+    again = run("--resume")
+    rows = [line for line in again.splitlines() if line.startswith("│ ")]
+    assert [row.split("│")[2].strip() for row in rows] == ["up-to-date", "up-to-date", "0 ran"]
+    assert json.loads((tmp_path / "output" / ".state.json").read_text())["stages"]["generate"]["stats"]["teacher"] == stats

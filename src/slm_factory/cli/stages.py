@@ -221,9 +221,10 @@ def run_summary(ctx: StageContext, names: list[str], runs: list[StageRun], inter
     from rich.table import Column, Table
     from rich.text import Text
 
-    table = Table(Column("stage", no_wrap=True), Column("status", no_wrap=True), Column("items", justify="right"),
-                  Column("time", justify="right", no_wrap=True), Column("teacher tokens", justify="right"),
-                  Column("artifact", overflow="fold"), title="run summary")
+    table = Table(Column("stage", no_wrap=True), Column("status", no_wrap=True),
+                  Column("items", justify="right", no_wrap=True), Column("time", justify="right", no_wrap=True),
+                  Column("teacher\ntokens", justify="right", no_wrap=True), Column("artifact", overflow="fold"),
+                  title="run summary")
     recorded = ctx.workspace.load_state().get("stages", {})
     by_name = {run.stage: run for run in runs}
     seconds = tokens = 0.0
