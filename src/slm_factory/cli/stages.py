@@ -217,7 +217,7 @@ _STATUS_STYLE = {"ran": "green", "up-to-date": "cyan", "failed": "bold red", "in
 
 def run_summary(ctx: StageContext, names: list[str], runs: list[StageRun], interrupted: str | None = None) -> Table:
     """One row per stage of the run: status, items, time, teacher tokens, and where its artifact is
-    (relative to the project). Stages after a failure or Ctrl-C are "not reached"."""
+    (relative to the project). Stages after a failure or Ctrl-C are "not reached" (or off)."""
     from rich.table import Column, Table
     from rich.text import Text
 
@@ -230,7 +230,7 @@ def run_summary(ctx: StageContext, names: list[str], runs: list[StageRun], inter
     seconds = tokens = 0.0
     for name in names:
         run = by_name.get(name)
-        status = run.status if run else "interrupted" if name == interrupted else "not reached"
+        status = run.status if run else "interrupted" if name == interrupted else _not_reached(ctx, name)
         if status == "skipped":
             status = "skipped (off)"
         teacher = (run.result.extra.get("teacher") if run and run.result else None) or {}
@@ -249,6 +249,12 @@ def run_summary(ctx: StageContext, names: list[str], runs: list[StageRun], inter
     table.add_row("total", f"{sum(run.status == 'ran' for run in runs)} ran", "", f"{seconds:.1f} s",
                   f"{int(tokens):,}" if tokens else "", "")
     return table
+
+
+def _not_reached(ctx: StageContext, name: str) -> str:
+    from slm_factory.pipeline import stage_named
+
+    return "not reached" if stage_named(name).enabled(ctx.config) else "skipped"
 
 
 def _items(name: str, run: StageRun | None, recorded: dict) -> str:
