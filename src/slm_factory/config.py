@@ -176,6 +176,10 @@ class QuestionsSection(Section):
     questions_per_chunk: int | Literal["auto"] = Field(
         "auto", description="Questions the teacher writes per chunk; auto sizes it to the chunk."
     )
+    mode: Literal["open", "answer_first", "auto"] = Field(
+        "auto",
+        description="open: the teacher writes questions about each chunk, then answers them; answer_first: sentences, table rows and definitions are picked from each chunk as answers and the teacher writes one question for each (what a small model can do); auto: answer_first for the embedded smollm2 teacher, open otherwise.",
+    )
     system_prompt: str | None = Field(
         None, description="System prompt for answering; empty means the built-in one for project.language."
     )

@@ -6,6 +6,7 @@ rejects replies that do not have the expected shape. Calling the teacher is the 
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from importlib import resources
 from string import Template
@@ -101,6 +102,34 @@ def dialogue_messages(title: str, pairs: list[tuple[str, str]], language: str) -
     listed = "\n\n".join(f"{i}. {label_q}: {q}\n   {label_a}: {a}" for i, (q, a) in enumerate(pairs, 1))
     body = Template(prompt_text("dialogue", language)).substitute(title=title, pairs=listed, turns=len(pairs))
     return [{"role": "user", "content": body}]
+
+
+_UNITS = {"en": {"row": ("table row", "Row")}, "ko": {"row": ("표의 행", "행")}}
+_SENTENCE_UNIT = {"en": ("sentence", "Sentence"), "ko": ("문장", "문장")}
+
+
+def question_for_answer_messages(answer: str, kind: str, language: str) -> list[dict[str, str]]:
+    """answer_first: ask for one question whose answer is `answer`. Deliberately bare: SmolLM2-135M
+    copies any example question and loses the task under a list of rules (FACTS.md)."""
+    lang = language if language in LANGUAGES else "en"
+    unit, label = _UNITS[lang].get(kind, _SENTENCE_UNIT[lang])
+    body = Template(prompt_text("question_for_answer", lang)).substitute(unit=unit, label=label, answer=answer)
+    return [{"role": "user", "content": body.strip()}]
+
+
+_QUESTION_LEAD = re.compile(r"^\s*(?:\*\*)?(?:question|q|질문)\s*[:：]\s*(?:\*\*)?\s*", re.IGNORECASE)
+
+
+def parse_question(text: str) -> str:
+    """The first question in a plain-text reply: its first line, without a "Question:" label or
+    quotes, cut after its first question mark ("" when the reply holds none)."""
+    for line in text.strip().splitlines():
+        line = _QUESTION_LEAD.sub("", line).strip().strip("\"'“”‘’` ")
+        if not line:
+            continue
+        mark = min((i for i in (line.find("?"), line.find("？")) if i >= 0), default=-1)
+        return " ".join(line[: mark + 1].split()) if mark >= 0 else ""
+    return ""
 
 
 def parse_questions(data: Any, limit: int) -> list[str]:

@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from slm_factory.config import ProjectConfig
+from slm_factory.curation.dedup import normalise, numbers
 from slm_factory.generation import prompts
 from slm_factory.generation.retrieval import context_for
+from slm_factory.generation.spans import Span, pick_spans
 from slm_factory.parsing.chunking import chunk_document
 from slm_factory.records import Chunk, Document, QAPair
 from slm_factory.workspace import Checkpoint
@@ -29,6 +31,20 @@ _DEICTIC = re.compile(
     r"(?i)\b(the|this|that)\s+(document|excerpt|passage|text|section|table|article above)\b"
     r"|according to the|in the (document|excerpt|text)|위 표|이 문서|본 문서|이 발췌문|발췌문|위 조항|이 조항"
 )
+# answer_first: a question about the prompt's own words ("What does this sentence mean?",
+# "What does it mean to turn this sentence into a question?") instead of the span's subject.
+_ABOUT_THE_PROMPT = re.compile(
+    r"(?i)\b(this|that|the (above|given|following))\s+(sentence|text|row|table row|answer|question)\b"
+    r"|turn (this|a|the) (sentence|text|row)|into a question|answer to (this|the) question"
+    r"|이 문장|위 문장|다음 문장|이 행|질문으로 바꾸"
+)
+# Words every question has: sharing only these with the span is sharing nothing.
+_QUESTION_WORDS = frozenset(
+    "what which when where who whom whose why how does did do is are was were the this that with from "
+    "for about into many much there their have has been will would should could can "
+    "무엇 무엇인가 어떤 언제 어디 누구 얼마 몇 어떻게 왜 있는가 인가 입니까 무엇입니까".split()
+)
+QUESTION_MAX_TOKENS = 64  # one question is tens of tokens; a longer reply is a loop or an essay
 
 
 @dataclass
@@ -40,6 +56,7 @@ class Job:
     context: str
     questions: list[tuple[str, str]] = field(default_factory=list)  # (category, question)
     want: int = 0  # auto mode: how many questions to ask the teacher for
+    spans: list[Span] | None = None  # answer_first: the answers to ask questions for (maybe none)
 
 
 @dataclass
@@ -70,9 +87,21 @@ def pair_id(doc_id: str, chunk_id: str, question: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
 
 
+def question_mode(config: ProjectConfig) -> str:
+    """questions.mode with `auto` resolved: answer_first for the embedded SmolLM2 teacher, which
+    cannot write open-ended questions (FACTS.md), open for every other teacher."""
+    mode = config.questions.mode
+    if mode != "auto":
+        return mode
+    from slm_factory.teacher.llamacpp import BUNDLED_NAME
+
+    embedded = config.teacher.backend == "llamacpp" and config.teacher.model.strip().lower() == BUNDLED_NAME
+    return "answer_first" if embedded else "open"
+
+
 def generation_key(config: ProjectConfig, system_prompt: str) -> str:
     """What makes earlier ledger entries reusable: same teacher, prompts and chunking."""
-    parts = {
+    parts: dict[str, Any] = {
         "backend": config.teacher.backend,
         "model": config.teacher.model,
         "temperature": config.teacher.temperature,
@@ -81,6 +110,8 @@ def generation_key(config: ProjectConfig, system_prompt: str) -> str:
         "chunking": config.chunking.model_dump(),
         "max_context_chars": config.teacher.max_context_chars,
     }
+    if question_mode(config) == "answer_first":  # only then: open-mode ledgers keep their key
+        parts["mode"] = "answer_first"
     return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:12]
 
 
@@ -122,16 +153,60 @@ def chunk_budget(config: ProjectConfig) -> int:
 def plan_jobs(config: ProjectConfig, documents: list[Document]) -> list[Job]:
     fixed = fixed_questions(config)
     auto = config.questions.auto_generate or not fixed
+    answer_first = question_mode(config) == "answer_first"
     jobs: list[Job] = []
     for document in documents:
         chunks = chunk_document(document, chunk_budget(config), config.chunking.overlap_tokens)
-        if auto:
+        if auto and answer_first:
+            taken: set[str] = set()  # a sentence in the overlap of two chunks is one answer, not two
+            for chunk in chunks:
+                spans = chunk_spans(config, document, chunk, taken)
+                taken.update(span.text for span in spans)
+                jobs.append(Job(document, chunk, chunk.text, spans=spans))
+        elif auto:
             jobs.extend(Job(document, c, c.text, want=questions_per_chunk(config, c)) for c in chunks)
         for category, question in fixed:
             chosen = context_for(question, chunks, config.teacher.max_context_chars)
             if chosen:  # no chunk shares a word with the question: the document cannot answer it
                 jobs.append(Job(document, chosen[0], "\n\n".join(c.text for c in chosen), [(category, question)]))
     return jobs
+
+
+def chunk_spans(config: ProjectConfig, document: Document, chunk: Chunk, taken: set[str]) -> list[Span]:
+    language = document.language or config.project.language
+    headings = [chunk.heading, document.title]
+    return pick_spans(chunk.text, questions_per_chunk(config, chunk), language, headings, taken)
+
+
+def question_problem(question: str, span: Span, prompt: str) -> str | None:
+    """Why `question` cannot stand for its span in a pair, or None: the checks of open mode
+    (self-contained, not about its document) and those a small teacher needs (a question at all,
+    not about the prompt, not a copy of it, about what its answer says)."""
+    if not question:
+        return "no question in the reply"
+    if len(question.split()) < 3:
+        return "question too short"
+    if _DEICTIC.search(question):
+        return "question depends on its document"
+    if _ABOUT_THE_PROMPT.search(question) or " ".join(question.split()) in " ".join(prompt.split()):
+        return "question is about the prompt"
+    if not content_words(question) & content_words(span.text):
+        return "question shares no content word with its answer"
+    if numbers(question) - numbers(span.text):  # "in 2022" when the row says nothing of a year
+        return "question states a number its answer does not"
+    return None
+
+
+def content_words(text: str) -> set[str]:
+    """Words of four letters or more (two syllables in Hangul), normalised as for near-duplicates
+    (case, width, Korean particles), without the words every question has."""
+    words = set()
+    for word in re.findall(r"\w+", text):
+        norm = normalise(word)
+        hangul = any("\uac00" <= char <= "\ud7a3" for char in norm)
+        if len(norm) >= (2 if hangul else 4) and norm not in _QUESTION_WORDS:
+            words.add(norm)
+    return words
 
 
 class Ledger:
@@ -183,6 +258,9 @@ class Generator:
 
     async def run_job(self, job: Job) -> None:
         try:
+            if job.spans is not None:
+                await asyncio.gather(*(self._question_for(job, span) for span in job.spans))
+                return
             questions = job.questions or [("auto", q) for q in await self._questions(job)]
             await asyncio.gather(*(self._answer(job, category, q) for category, q in questions))
         except self.failure_types as error:
@@ -242,6 +320,72 @@ class Generator:
             return
         self.stats.accepted += 1
         self.ledger.add("pair", pair)
+
+    # -- answer_first -----------------------------------------------------------------------------
+
+    async def _question_for(self, job: Job, span: Span) -> None:
+        """One pair whose answer is `span`: ask for its question (once, and once more on a bad one),
+        then write the pair. The question reaches the ledger before the pair, so a resume after a
+        crash between the two writes the pair without asking again."""
+        span_id = f"s:{job.chunk.id}:{span.key}"
+        if span_id in self.ledger.done:
+            self.stats.skipped += 1
+            return
+        known = self.ledger.questions.get(span_id)
+        if known is None:
+            try:
+                question, problem = await self._ask_question(span)
+            except self.failure_types as error:
+                _stop_if_teacher_unusable(error)
+                self.stats.failed += 1
+                self.failures.append(f"{job.chunk.source_doc}: {span.text[:60]!r}: {error}")
+                return
+            if problem:
+                self.stats.reject(problem)
+                rejected = self._pair(job, span, question, "auto")
+                self.ledger.add("rejected", {**rejected, "id": span_id, "reason": problem, "question": question})
+                return
+            self.ledger.add("questions", {"id": span_id, "questions": [question]})
+        else:
+            question = known[0]
+        pair = self._pair(job, span, question, "auto")
+        earlier = self.ledger.done.get(pair["id"])
+        if earlier is not None and earlier.get("output") == span.text:
+            self.stats.skipped += 1  # a resume: this span's pair is written
+            return
+        if earlier is not None:  # another span of the chunk got the same question
+            self.stats.reject("question repeats another span's")
+            self.ledger.add("rejected", {**pair, "id": span_id, "reason": "question repeats another span's",
+                                         "question": question})
+            return
+        self.stats.accepted += 1
+        self.ledger.add("pair", pair)
+
+    async def _ask_question(self, span: Span) -> tuple[str, str | None]:
+        messages = prompts.question_for_answer_messages(span.text, span.kind, self.language)
+        question, problem = "", None
+        # A second try samples hotter: the same request would be answered from the cache.
+        for temperature in (self.config.teacher.temperature, min(1.0, self.config.teacher.temperature + 0.5)):
+            reply = await self.teacher.chat(messages, temperature=temperature, max_tokens=QUESTION_MAX_TOKENS)
+            question = prompts.parse_question(reply.text)
+            problem = question_problem(question, span, messages[-1]["content"])
+            if problem is None:
+                break
+        return question, problem
+
+    def _pair(self, job: Job, span: Span, question: str, category: str) -> dict[str, Any]:
+        return QAPair(
+            id=pair_id(job.document.id, job.chunk.id, question),
+            instruction=question,
+            output=span.text,
+            source_doc=job.chunk.source_doc,
+            doc_id=job.document.id,
+            chunk_id=job.chunk.id,
+            pages=job.chunk.pages,
+            section=job.chunk.heading,
+            category=category,
+            teacher=self.config.teacher.model,
+        ).model_dump()
 
 
 async def generate(generator: Generator, jobs: list[Job]) -> None:

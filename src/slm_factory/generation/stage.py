@@ -13,6 +13,7 @@ from slm_factory.generation.qa import (
     generation_key,
     ordered_pairs,
     plan_jobs,
+    question_mode,
 )
 from slm_factory.pipeline import StageContext, StageResult
 from slm_factory.records import Document
@@ -28,12 +29,20 @@ def load_documents(ctx: StageContext) -> list[Document]:
     return read_records(ctx.workspace.path("parsed_documents"), Document, "parsed_documents.json")
 
 
+def announce_mode(ctx: StageContext) -> None:
+    if ctx.config.questions.mode == "auto" and question_mode(ctx.config) == "answer_first":
+        ctx.log.info("questions.mode auto: answer_first for the embedded SmolLM2 teacher (answers are picked "
+                     "from the documents, the teacher writes one question for each); set questions.mode: open "
+                     "to let it write questions freely")
+
+
 def run(ctx: StageContext) -> StageResult:
     from slm_factory.teacher import TeacherError, open_teacher
 
     if not ctx.workspace.path("parsed_documents").exists():
         return StageResult(failed=True, lines=["parsed_documents.json is missing; run `slm-factory parse` first"])
     prompt = system_prompt(ctx)
+    announce_mode(ctx)
     jobs = plan_jobs(ctx.config, load_documents(ctx))
     ledger = Ledger(ctx.workspace.checkpoint("qa_alpaca"), generation_key(ctx.config, prompt))
 

