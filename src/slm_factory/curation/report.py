@@ -36,7 +36,10 @@ def render_report(analysis: dict[str, Any]) -> str:
         "<code>slm-factory analyze</code>.</footer>",
     ))
     template = Template(resources.files("slm_factory.curation").joinpath("templates/report.html").read_text("utf-8"))
-    return template.substitute(lang=escape(meta.get("language", "en")), title=escape(title), body=body)
+    from slm_factory import assets
+
+    return template.substitute(lang=escape(meta.get("language", "en")), title=escape(title), body=body,
+                               base_css=assets.text("base.css"), sortable_js=assets.text("sortable.js"))
 
 
 # -- sections ------------------------------------------------------------------------------------

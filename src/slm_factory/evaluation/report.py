@@ -164,7 +164,10 @@ def _answer(side: dict[str, Any], label: str, keys: list[str], won: bool) -> str
 
 def _page(results: dict[str, Any], title: str, body: str) -> str:
     template = Template(resources.files("slm_factory.evaluation").joinpath("templates/page.html").read_text("utf-8"))
-    return template.substitute(lang=_e(results.get("language") or "en"), title=_e(title), body=body)
+    from slm_factory import assets
+
+    return template.substitute(lang=_e(results.get("language") or "en"), title=_e(title), body=body,
+                               base_css=assets.text("base.css"), sortable_js=assets.text("sortable.js"))
 
 
 def _header(title: str, facts: list[str]) -> str:
