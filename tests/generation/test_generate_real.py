@@ -66,8 +66,13 @@ def test_generate_with_llama_cpp_server(tmp_path: Path, corpus: Path, llama_serv
 
 @pytest.mark.slow
 def test_generate_with_embedded_llamacpp(tmp_path: Path, corpus: Path, smollm2_gguf: Path):
-    config = project(tmp_path, corpus, ["edge-utf16-with-bom.txt"], {"backend": "llamacpp", "model": "smollm2"})
+    # The embedded teacher works answer_first (questions.mode auto): the stub text gives no answer
+    # worth asking about, the Word sample a sentence and a table row.
+    config = project(tmp_path, corpus, ["edge-utf16-with-bom.txt", "word-sample-headings-lists-table-image.docx"],
+                     {"backend": "llamacpp", "model": "smollm2"})
     result = subprocess.run([sys.executable, "-m", "slm_factory", "generate", "-c", str(config)],
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    check_pairs(config)
+    assert "questions.mode auto: answer_first" in result.stderr
+    pairs = check_pairs(config)
+    assert all(p["source_doc"] == "word-sample-headings-lists-table-image.docx" for p in pairs)

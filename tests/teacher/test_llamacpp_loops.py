@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from slm_factory.teacher import Teacher, TeacherError
+from slm_factory.config import parse_config
+from slm_factory.teacher import ChatRequest, Teacher, TeacherError, make_backend
 from slm_factory.teacher.llamacpp import LOOP_NGRAM, LOOP_REPEATS, LlamaCppBackend, LoopGuard, fast_copy
 
 LOOPS = [
@@ -17,6 +18,7 @@ LOOPS = [
     '{"questions": ["What is X?", ' + '"What is the deadline of the subsidy?", ' * 12,
     "청년 월세 지원 신청 기간은 언제인가요? " * 10,
 ]
+APPLES = "Write the word apple 200 times."
 NOT_LOOPS = [
     "Applications open on 1 March 2024 and close on 30 June 2024. The subsidy is 200,000 won a month.",
     "| Alabama | 18,870 | 23,022 | 22,650 | 859 | 1,178 | 0 | 14 | 15 | 0 | 2,179 | 2,307 | 11 | 0 | 0 | 0 |" * 3,
@@ -50,16 +52,23 @@ def test_text_that_does_not_loop_streams_whole(text: str, size: int):
 @pytest.mark.slow
 def test_the_embedded_model_is_cut_and_asked_again_hotter(smollm2_gguf: Path):
     async def main():
-        backend = LlamaCppBackend("smollm2")
+        backend = make_backend(parse_config({"teacher": {"backend": "llamacpp", "model": "smollm2"}}).teacher)
         teacher = Teacher(backend, max_retries=1, max_tokens=400, temperature=0, backoff=0.01)
         with pytest.raises(TeacherError) as caught:
-            await teacher.chat([{"role": "user", "content": "Write the word apple 200 times."}])
+            await teacher.chat([{"role": "user", "content": APPLES}])
         return caught.value, teacher.stats()
 
     error, stats = asyncio.run(main())
     assert error.kind == "bad_reply" and "repeated" in error.reason
     assert stats["requests"] == 2 and stats["retry_reasons"] == {"bad_reply": 1}
     assert stats["completion_tokens"] < 400  # two cut replies together, not one reply of max_tokens
+
+
+@pytest.mark.slow
+def test_a_model_under_evaluation_is_not_cut(smollm2_gguf: Path):
+    request = ChatRequest([{"role": "user", "content": APPLES}], temperature=0, max_tokens=120)
+    completion = asyncio.run(LlamaCppBackend(str(smollm2_gguf)).complete(request))
+    assert completion.completion_tokens >= 100 and completion.finish_reason == "length"
 
 
 @pytest.mark.slow

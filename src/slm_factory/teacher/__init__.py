@@ -77,7 +77,7 @@ def make_backend(section: TeacherSection) -> Backend:
                              concurrency=section.max_concurrency)
     from slm_factory.teacher.llamacpp import LlamaCppBackend
 
-    return LlamaCppBackend(section.model, n_ctx=section.num_ctx)
+    return LlamaCppBackend(section.model, n_ctx=section.num_ctx, cut_loops=True)
 
 
 def open_teacher(config: ProjectConfig, workspace: Workspace | None = None, *, backend: Backend | None = None,

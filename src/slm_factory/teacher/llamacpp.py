@@ -144,6 +144,8 @@ class LoopGuard:
 
     def feed(self, piece: str) -> bool:
         self.text += piece
+        if self.repeats <= 0:
+            return False  # watching is off
         words = self.text.split()
         complete = words if self.text[-1:].isspace() else words[:-1]  # the last word may go on
         for word in complete[len(self._words):]:
@@ -207,9 +209,11 @@ class LlamaCppBackend(Backend):
     name = "llamacpp"
     parallel = 1  # one Llama object decodes one request at a time
 
-    def __init__(self, model: str, *, n_ctx: int = 0) -> None:
+    def __init__(self, model: str, *, n_ctx: int = 0, cut_loops: bool = False) -> None:
         self.model = model
         self.n_ctx = n_ctx or DEFAULT_N_CTX
+        # The teacher cuts and re-asks a looping reply; a model under evaluation answers as it does.
+        self.cut_loops = cut_loops
         self._identity: dict[str, str] | None = None
         self._loops: Counter[str] = Counter()  # request -> how often its reply looped
 
@@ -233,7 +237,7 @@ class LlamaCppBackend(Backend):
         with loaded.lock:
             stream = loaded.llama.create_chat_completion(**arguments)
             try:
-                guard, finish = self._stream(stream)
+                guard, finish = self._stream(stream, self.cut_loops)
             except ValueError as error:  # "Requested tokens (N) exceed context window of M"
                 raise AttemptError(f"{error}; raise teacher.num_ctx or shorten chunks", "too_long",
                                    retryable=False) from None
@@ -250,8 +254,9 @@ class LlamaCppBackend(Backend):
         return Completion(guard.text, prompt_tokens, completion_tokens, finish)
 
     @staticmethod
-    def _stream(chunks: Iterable[dict[str, Any]]) -> tuple[LoopGuard, str | None]:
-        guard, finish = LoopGuard(LOOP_NGRAM, LOOP_REPEATS), None  # read now: a bench may change them
+    def _stream(chunks: Iterable[dict[str, Any]], cut_loops: bool) -> tuple[LoopGuard, str | None]:
+        # LOOP_* read now, not at import: bench/generate.py turns the guard off for its "before" arm.
+        guard, finish = LoopGuard(LOOP_NGRAM, LOOP_REPEATS if cut_loops else 0), None
         for chunk in chunks:
             choice = chunk["choices"][0]
             finish = choice.get("finish_reason") or finish
