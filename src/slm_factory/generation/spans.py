@@ -26,7 +26,7 @@ from slm_factory.parsing.sentences import is_korean, sentence_ends
 MIN_WORDS = 6  # fewer words is a label or a heading, not a fact to ask about
 MIN_KOREAN_CHARS = 12  # Korean packs a fact in fewer, longer words
 MAX_SPAN_CHARS = 400  # a longer sentence is cut at a clause boundary (an answer, not a page)
-MAX_ROW_CELLS = 2  # a table row with fewer filled cells says nothing about its first cell
+MIN_ROW_CELLS = 2  # a table row with fewer filled cells says nothing about its first cell
 SpanKind = Literal["sentence", "definition", "row"]
 
 _SEPARATOR_ROW = re.compile(r"^\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
@@ -135,7 +135,7 @@ def _row_spans(text: str, start: int, lines: list[str], language: str) -> Iterat
     offset = start + sum(len(line) + 1 for line in lines[: len(lines) - len(body)])
     for line in body:
         row_start, offset = offset, offset + len(line) + 1
-        if not line.strip().startswith("|") or sum(1 for cell in _cells(line) if cell) < MAX_ROW_CELLS:
+        if not line.strip().startswith("|") or sum(1 for cell in _cells(line) if cell) < MIN_ROW_CELLS:
             continue
         # The column labels, not a group row above them: a row of mostly empty cells says nothing.
         labels = [h for h in header if not _mostly_empty(h)][-1:] or header[-1:]
