@@ -202,8 +202,9 @@ def quantize(source: Path, target: Path, gguf_type: str) -> Path:
         with _native_stderr() as output:
             status = llama_cpp.llama_model_quantize(str(source).encode(), str(partial).encode(), ctypes.byref(params))
         if status != 0 or not partial.is_file():
-            raise StageError(f"export-gguf: llama.cpp could not quantize {source.name} to {gguf_type} "
-                             f"({last_line(output.text)})")
+            # llama.cpp's log is silent once a Llama(verbose=False) ran in this process: then name the file.
+            said = last_line(output.text) if output.text.strip() else f"llama.cpp said nothing; is {source} a whole GGUF?"
+            raise StageError(f"export-gguf: llama.cpp could not quantize {source.name} to {gguf_type} ({said})")
         partial.replace(target)
     finally:
         partial.unlink(missing_ok=True)
