@@ -6,7 +6,7 @@ teacher.max_tokens) and after (answer_first, requantized Q8_0, looping replies c
 
 1. Formats: prompt and generation tokens/s of the shipped Q4_1 and of the same weights
    requantized to Q8_0 and F16 (llama_model_quantize), best of three on one fixed prompt.
-2. Generation: the English sample documents (examples/sample/documents: SmolLM2 speaks English
+2. Generation: the English sample documents (src/slm_factory/demo/documents: SmolLM2 speaks English
    only) are parsed, the first N chunks taken round-robin over the documents, and both arms run
    the generate stage's own code on the same chunks with the reply cache off; then the validate
    stage's rules run on each arm's pairs. pairs/min counts what generate wrote; accepted/min what
@@ -41,7 +41,7 @@ from slm_factory.teacher import TeacherError, llamacpp, open_teacher  # noqa: E4
 from slm_factory.generation.prompts import ReplyShapeError  # noqa: E402
 from slm_factory.workspace import Workspace  # noqa: E402
 
-SAMPLE = REPO / "examples" / "sample" / "documents"
+SAMPLE = REPO / "src" / "slm_factory" / "demo" / "documents"
 ENGLISH = ["us-18f-content-guide-urls-and-filenames.md", "us-fbi-nics-firearm-background-checks-2015-11.pdf",
            "word-sample-headings-lists-table-image.docx"]
 FORMATS = {"Q4_1": None, "Q8_0": 7, "F16": 1}  # name -> llama_ftype (None: the shipped file)

@@ -138,14 +138,18 @@ def test_template_documents_every_key_and_loads_to_defaults():
         assert f"# {field.description}\n  {name}:" in text
 
 
-def test_every_shipped_example_config_loads():
-    repo = Path(__file__).resolve().parents[1]
-    examples = sorted(repo.glob("examples/**/project.yaml"))
-    assert examples
-    for path in examples:
-        config = load_config(path)
-        assert config.documents_dir.is_dir(), path
-        assert path.read_text(encoding="utf-8").startswith("#"), f"{path} should start with the command that runs it"
+def test_the_demo_project_loads_with_the_bundled_documents(tmp_path):
+    from slm_factory.demo import bundled_documents, create_project
+
+    path = create_project(tmp_path / "demo")
+    config = load_config(path)
+    assert sorted(p.name for p in config.documents_dir.iterdir()) == sorted(p.name for p in bundled_documents())
+    assert len(bundled_documents()) == 6
+    assert path.read_text(encoding="utf-8").startswith("#")
+    assert (config.teacher.backend, config.teacher.model, config.student.model) == ("llamacpp", "smollm2", "smollm2")
+    path.write_text(path.read_text(encoding="utf-8").replace("num_epochs: 4", "num_epochs: 2"), encoding="utf-8")
+    create_project(tmp_path / "demo")  # a second demo keeps the user's project.yaml
+    assert load_config(path).training.num_epochs == 2
 
 
 # -- project.language and parsing.formats: only what the prompts and parsers know ---------------

@@ -13,7 +13,7 @@ from slm_factory.workspace import Workspace
 from tests.generation.test_qa import teacher_script
 from tests.teacher.fakes import ScriptedBackend
 
-SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sample" / "documents"
+SAMPLE = Path(__file__).resolve().parents[1] / "src" / "slm_factory" / "demo" / "documents"
 
 
 def _context(tmp_path: Path) -> StageContext:

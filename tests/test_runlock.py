@@ -15,7 +15,7 @@ import pytest
 from slm_factory.runlock import ProjectBusy, project_lock
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "examples" / "sample" / "documents"
+SAMPLE = REPO / "src" / "slm_factory" / "demo" / "documents"
 
 HOLD = """
 import sys, time

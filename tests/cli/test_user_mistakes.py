@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample" / "documents" / "us-18f-content-guide-urls-and-filenames.md"
+SAMPLE = Path(__file__).resolve().parents[2] / "src" / "slm_factory" / "demo" / "documents" / "us-18f-content-guide-urls-and-filenames.md"
 
 
 def slm(project: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -400,7 +400,7 @@ def test_analyze_after_parse_and_generate_on_sample_documents(tmp_path: Path) ->
     from tests.generation.test_qa import teacher_script
     from tests.teacher.fakes import ScriptedBackend
 
-    sample = Path(__file__).resolve().parents[2] / "examples" / "sample" / "documents"
+    sample = Path(__file__).resolve().parents[2] / "src" / "slm_factory" / "demo" / "documents"
     documents = tmp_path / "documents"
     documents.mkdir()
     shutil.copy(sample / "us-18f-content-guide-urls-and-filenames.md", documents)

@@ -44,7 +44,7 @@ def make_project(root: Path, base: str) -> Path:
     documents = root / "documents"
     documents.mkdir(parents=True)
     for name in SAMPLES:
-        shutil.copy(REPO / "examples" / "sample" / "documents" / name, documents / name)
+        shutil.copy(REPO / "src" / "slm_factory" / "demo" / "documents" / name, documents / name)
     config = root / "project.yaml"
     config.write_text(yaml.safe_dump({
         "teacher": {"backend": "openai", "model": "echo", "api_base": f"{base}/v1", "max_concurrency": 4,

@@ -30,7 +30,7 @@ from slm_factory.parsing.cache import (
 from slm_factory.pipeline import StageContext, StageResult
 from slm_factory.workspace import Workspace
 
-SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample" / "documents"
+SAMPLE = Path(__file__).resolve().parents[2] / "src" / "slm_factory" / "demo" / "documents"
 UNTITLED = "This note has no title line of its own, so its title is the name of its file. " * 3
 
 
