@@ -418,3 +418,20 @@ def test_analyze_after_parse_and_generate_on_sample_documents(tmp_path: Path) ->
     assert analysis["totals"]["covered_chunks"] == len({p["chunk_id"] for p in generated})
     assert analysis["totals"]["unmatched_chunk"] == 0 and analysis["by_category"] == {"auto": len(generated)}
     assert ctx.workspace.path("report").is_file()
+
+
+def test_the_smollm2_alias_counts_tokens_with_its_converted_tokenizer(tmp_path):
+    """The demo's student is the alias `smollm2`: analyze finds its tokenizer in the folder the
+    GGUF is converted to (as train does) instead of looking for a model named "smollm2"."""
+    pytest.importorskip("gguf")
+    from slm_factory.config import parse_config
+    from slm_factory.curation.analyze import _student_source, student_token_counter
+    from slm_factory.pipeline import StageContext
+    from slm_factory.workspace import Workspace
+    from tests.conftest import smollm2_gguf_path
+
+    smollm2_gguf_path()
+    config = parse_config({"paths": {"output": str(tmp_path / "output")}, "student": {"model": "smollm2"}})
+    counter, note = student_token_counter(_student_source(StageContext(config=config, workspace=Workspace(config.output_dir))))
+    assert counter is not None, note
+    assert counter(["Hello world", ""]) == [2, 0]

@@ -69,7 +69,7 @@ _LIST_LINE = re.compile(r"(?m)^\s*(?:[-*•·▪◦]|\d+[.)]|[가-하][.)]|\|)\s
 def run(ctx: StageContext) -> StageResult:
     pairs = input_pairs(ctx, "analyze")
     sources = Sources(ctx)
-    counter, note = student_token_counter(ctx.config.student.model)
+    counter, note = student_token_counter(_student_source(ctx))
     analysis = analyse(
         pairs,
         probes=_probes(ctx),
@@ -117,6 +117,21 @@ def _rejections(ctx: StageContext) -> dict[str, list[Rejection]]:
             if name.startswith("rejected_") and path.is_file():
                 found[stage.name] = read_records(path, Rejection, ARTIFACTS[name])
     return found
+
+
+def _student_source(ctx: StageContext) -> str:
+    """Where the student's tokenizer is: the `smollm2` alias and a .gguf file mean the transformers
+    folder they are converted to once (train converts and caches the same folder)."""
+    model = ctx.config.student.model.strip()
+    if model.lower() != "smollm2" and not model.lower().endswith(".gguf"):
+        return model
+    from slm_factory.pipeline import StageError
+    from slm_factory.training.models import resolve_student
+
+    try:
+        return str(resolve_student(ctx.config))
+    except (StageError, ImportError):
+        return model
 
 
 def student_token_counter(model: str) -> tuple[Callable[[list[str]], list[int]] | None, str]:
