@@ -299,18 +299,7 @@ class Generator:
             self.stats.failed += 1
             self.failures.append(f"{job.chunk.source_doc}: {question[:60]!r}: {error}")
             return
-        pair = QAPair(
-            id=identifier,
-            instruction=rewritten or question,
-            output=answer,
-            source_doc=job.chunk.source_doc,
-            doc_id=job.document.id,
-            chunk_id=job.chunk.id,
-            pages=job.chunk.pages,
-            section=job.chunk.heading,
-            category=category,
-            teacher=self.config.teacher.model,
-        ).model_dump()
+        pair = self._pair(job, rewritten or question, answer, category, identifier)
         reason = None if answerable else "not in the document"
         if reason is None and _DEICTIC.search(pair["instruction"]):
             reason = "question depends on its document"
@@ -342,13 +331,13 @@ class Generator:
                 return
             if problem:
                 self.stats.reject(problem)
-                rejected = self._pair(job, span, question, "auto")
+                rejected = self._pair(job, question, span.text, "auto")
                 self.ledger.add("rejected", {**rejected, "id": span_id, "reason": problem, "question": question})
                 return
             self.ledger.add("questions", {"id": span_id, "questions": [question]})
         else:
             question = known[0]
-        pair = self._pair(job, span, question, "auto")
+        pair = self._pair(job, question, span.text, "auto")
         earlier = self.ledger.done.get(pair["id"])
         if earlier is not None and earlier.get("output") == span.text:
             self.stats.skipped += 1  # a resume: this span's pair is written
@@ -373,11 +362,13 @@ class Generator:
                 break
         return question, problem
 
-    def _pair(self, job: Job, span: Span, question: str, category: str) -> dict[str, Any]:
+    def _pair(self, job: Job, question: str, answer: str, category: str, identifier: str | None = None) -> dict[str, Any]:
+        """The pair record; its id hashes the question asked (`identifier` when the asked question
+        was rewritten since)."""
         return QAPair(
-            id=pair_id(job.document.id, job.chunk.id, question),
+            id=identifier or pair_id(job.document.id, job.chunk.id, question),
             instruction=question,
-            output=span.text,
+            output=answer,
             source_doc=job.chunk.source_doc,
             doc_id=job.document.id,
             chunk_id=job.chunk.id,
