@@ -60,11 +60,10 @@ def _show_comparison(ctx: Any, config: Path) -> None:
     summary = results["summary"]
     table = Table("held-out questions", "base", "fine-tuned",
                   title=f"{summary['base'].get('n', 0)} questions never trained on")
-    for key, label, scale in (("key_facts", "key facts", 1), ("rougeL", "ROUGE-L", 1), ("bleu", "BLEU", 1),
-                              ("overall", "overall (0-1)", 1)):
+    for key, label in (("key_facts", "key facts"), ("rougeL", "ROUGE-L"), ("bleu", "BLEU"), ("overall", "overall (0-1)")):
         base, tuned = summary["base"].get(key), summary["finetuned"].get(key)
         if base is not None and tuned is not None:
-            table.add_row(label, f"{base * scale:.2f}", f"{tuned * scale:.2f}")
+            table.add_row(label, f"{base:.2f}", f"{tuned:.2f}")
     console.print(table)
     test = summary["test"]
     console.print(f"fine-tuned won {test['wins']}, base won {test['losses']}, {test['ties']} ties: {test['verdict']}",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from slm_factory.evaluation.evaluate import _figures, _now, ask, scored_items, write_results
+from slm_factory.evaluation.evaluate import ask, score_figures, scored_items, timestamp, write_results
 from slm_factory.evaluation.generate import ModelRef, model_ref, read_questions
 from slm_factory.pipeline import StageContext, StageError, StageResult
 
@@ -46,13 +46,15 @@ def run(ctx: StageContext) -> StageResult:
         "test": test,
         "win_rate": wins / (wins + losses) if wins + losses else None,
     }
-    results = {"base": base_ref.describe(), "finetuned": tuned_ref.describe(), "data": label, "created": _now(),
+    results = {"base": base_ref.describe(), "finetuned": tuned_ref.describe(), "data": label, "created": timestamp(),
                "language": config.project.language, "metrics": list(config.eval.metrics), "summary": summary,
                "items": items}
-    write_results(ctx, "compare_results", "compare_report", results)
+    from slm_factory.evaluation.report import compare_html
+
+    write_results(ctx, "compare_results", "compare_report", results, compare_html)
     lines = [*base_lines, *tuned_lines,
-             f"base {base_ref.name}: {_figures(summary['base'])}",
-             f"fine-tuned {tuned_ref.name}: {_figures(summary['finetuned'])}"]
+             f"base {base_ref.name}: {score_figures(summary['base'])}",
+             f"fine-tuned {tuned_ref.name}: {score_figures(summary['finetuned'])}"]
     return StageResult(items=len(items), counts={"questions": len(items), "finetuned_wins": wins, "base_wins": losses},
                        lines=lines, extra={"summary": summary},
                        summary=f"Comparison complete: fine-tuned won {wins}, base won {losses}, "

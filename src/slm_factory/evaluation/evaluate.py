@@ -8,6 +8,7 @@ strings. `--data` evaluates any other file of questions and reference answers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -27,15 +28,17 @@ def run(ctx: StageContext) -> StageResult:
     from slm_factory.evaluation.metrics import aggregate
 
     results = {
-        "model": ref.describe(), "data": label, "created": _now(), "language": config.project.language,
+        "model": ref.describe(), "data": label, "created": timestamp(), "language": config.project.language,
         "metrics": list(config.eval.metrics), "aggregate": aggregate([item["scores"] for item in items]),
         "items": items,
     }
-    write_results(ctx, "eval_results", "eval_report", results)
+    from slm_factory.evaluation.report import eval_html
+
+    write_results(ctx, "eval_results", "eval_report", results, eval_html)
     return StageResult(items=len(items), counts={"questions": len(items)}, lines=lines,
                        extra={"aggregate": results["aggregate"]},
                        summary=f"Evaluation complete: {_questions(len(items))} to {ref.name} "
-                               f"({_figures(results['aggregate'])}) → {ctx.workspace.path('eval_results')}")
+                               f"({score_figures(results['aggregate'])}) → {ctx.workspace.path('eval_results')}")
 
 
 def ask(ctx: StageContext, ref: ModelRef, questions: list[Question]) -> list[str]:
@@ -85,15 +88,14 @@ def _grade_key(ref: ModelRef, question: Question) -> str:
     return f"{ref.backend}:{ref.name}:{question.id}"
 
 
-def write_results(ctx: StageContext, artifact: str, page: str, results: dict[str, Any]) -> None:
-    from slm_factory.evaluation.report import compare_html, eval_html
-
+def write_results(ctx: StageContext, artifact: str, page: str, results: dict[str, Any],
+                  render: Callable[[dict[str, Any]], str]) -> None:
+    """The results JSON and its HTML page (`render` draws it from the same dict)."""
     ctx.workspace.write_json(artifact, results)
-    html = eval_html(results) if artifact == "eval_results" else compare_html(results)
-    write_atomic(ctx.workspace.path(page), html.encode("utf-8"))
+    write_atomic(ctx.workspace.path(page), render(results).encode("utf-8"))
 
 
-def _figures(aggregate: dict[str, Any]) -> str:
+def score_figures(aggregate: dict[str, Any]) -> str:
     names = {"rougeL": "ROUGE-L", "bleu": "BLEU", "key_facts": "key facts", "judge": "judge"}
     shown = [f"{label} {aggregate[key]:.2f}" for key, label in names.items()
              if isinstance(aggregate.get(key), (int, float))]
@@ -104,5 +106,5 @@ def _questions(count: int) -> str:
     return f"{count} held-out question{'' if count == 1 else 's'}"
 
 
-def _now() -> str:
+def timestamp() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")

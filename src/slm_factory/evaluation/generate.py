@@ -12,7 +12,6 @@ The last three reuse the teacher's backends (one HTTP client, one llama.cpp load
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +23,6 @@ if TYPE_CHECKING:
     from slm_factory.config import ProjectConfig
     from slm_factory.teacher import Backend
     from slm_factory.workspace import Workspace
-
-log = logging.getLogger("slm_factory")
 
 Message = dict[str, str]
 BackendName = Literal["transformers", "llamacpp", "ollama", "openai"]
@@ -258,25 +255,17 @@ def stop_token_ids(tokenizer: Any, generation_config: Any) -> list[int]:
     """Where an answer ends: the checkpoint's eos ids, the tokenizer's, and the assistant turn's
     end marker of the chat template (<|im_end|>, <end_of_turn>, <|eot_id|>, <|end|>), the same
     stops the Modelfile carries."""
+    from slm_factory.export.ollama import turn_stops
+
     ids: list[int] = []
     configured = generation_config.eos_token_id if generation_config is not None else None
     for value in (configured if isinstance(configured, list) else [configured], [tokenizer.eos_token_id]):
         ids += [int(v) for v in value if v is not None]
-    for marker in turn_end_markers(tokenizer):
+    for marker in turn_stops(tokenizer):
         token = tokenizer.convert_tokens_to_ids(marker)
         if isinstance(token, int) and token != tokenizer.unk_token_id:
             ids.append(token)
     return list(dict.fromkeys(ids))
-
-
-def turn_end_markers(tokenizer: Any) -> list[str]:
-    from slm_factory.export.ollama import plan_modelfile
-
-    try:
-        return plan_modelfile(tokenizer, "You are a helpful assistant.").stops
-    except Exception as error:  # noqa: BLE001 -- an odd template only costs the extra stop ids
-        log.debug("no turn-end markers from the chat template: %s", error)
-        return []
 
 
 # -- the questions -----------------------------------------------------------------------------

@@ -150,12 +150,8 @@ def _plan(tokenizer: Any, system: str) -> ModelfilePlan:
 def _modelfile(source: str, plan: ModelfilePlan, system: str, config: ProjectConfig, adapter: Path | None) -> str:
     from slm_factory.export.ollama import modelfile_text
 
-    text = modelfile_text(source, plan, system, dict(config.export.ollama.parameters))
-    if adapter is None:
-        return text
-    lines = text.splitlines()
-    at = next(i for i, line in enumerate(lines) if line.startswith("FROM ")) + 1
-    return "\n".join([*lines[:at], f"ADAPTER {adapter}", *lines[at:]]) + "\n"
+    return modelfile_text(source, plan, system, dict(config.export.ollama.parameters),
+                          adapter=str(adapter) if adapter else None)
 
 
 def _template_line(plan: ModelfilePlan) -> str:

@@ -355,6 +355,16 @@ def _stops(shape: ChatShape | None, tokenizer: Any) -> list[str]:
     return stops
 
 
+def turn_stops(tokenizer: Any) -> list[str]:
+    """The stops alone (what ends the assistant's turn, then eos), without writing or checking a
+    template: what transformers' generate needs to stop where Ollama does."""
+    try:
+        shape = derive_shape(tokenizer) if getattr(tokenizer, "chat_template", None) else None
+    except Exception:  # noqa: BLE001 - as in plan_modelfile: a foreign template that cannot be read
+        shape = None
+    return _stops(shape, tokenizer)
+
+
 def plan_modelfile(tokenizer: Any, system: str) -> ModelfilePlan:
     """The TEMPLATE and stops for this tokenizer, checked; template None with a warning when the
     chat template cannot be expressed or the check finds a difference."""
@@ -428,11 +438,15 @@ def _parameter_value(value: Any) -> str:
     return f'"{text}"' if isinstance(value, str) else text
 
 
-def modelfile_text(source: str, plan: ModelfilePlan, system: str, parameters: dict[str, Any]) -> str:
-    """FROM, SYSTEM, PARAMETER lines (a list gives one line per value; stops merged with the
-    plan's), and TEMPLATE; without a template, a comment with the warning at the top instead."""
+def modelfile_text(source: str, plan: ModelfilePlan, system: str, parameters: dict[str, Any],
+                   adapter: str | None = None) -> str:
+    """FROM (and ADAPTER when the adapter is not merged), SYSTEM, PARAMETER lines (a list gives one
+    line per value; stops merged with the plan's), and TEMPLATE; without a template, a comment with
+    the warning at the top instead."""
     lines = [f"# {plan.warning}"] if plan.template is None and plan.warning else []
     lines.append(f"FROM {source}")
+    if adapter:
+        lines.append(f"ADAPTER {adapter}")
     if system:
         lines.append(_block("system", system))
     stops = list(plan.stops)
