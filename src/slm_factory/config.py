@@ -242,14 +242,16 @@ class ValidationSection(Section):
 
 
 class ScoringSection(Section):
-    enabled: bool = Field(False, description="Let the teacher score each pair 1-5 against its source (more teacher calls).")
+    enabled: bool = Field(False, description="Let the teacher score each pair 1-5 against its source (more teacher "
+                          "calls; in answer_first mode the question against its verbatim answer).")
     threshold: float = Field(3.0, ge=1, le=5, description="Least score kept.")
     max_concurrency: int = Field(4, gt=0, description="Scoring requests in flight at once.")
 
 
 class AugmentSection(Section):
     enabled: bool = Field(False, description="Add paraphrased questions (more teacher calls).")
-    num_variants: int = Field(2, ge=0, description="Paraphrases per question.")
+    num_variants: int = Field(2, ge=0, description="Paraphrases per question (in answer_first mode, new questions "
+                              "written for the pair's answer).")
     max_concurrency: int = Field(4, gt=0, description="Paraphrase requests in flight at once.")
     min_similarity: float = Field(
         0.7, ge=0, le=1, description="Least cosine similarity of sentence embeddings between a paraphrase and its question; below it the meaning changed and the paraphrase is dropped."
@@ -343,8 +345,9 @@ class EvalSection(Section):
     test_split: float = Field(0.1, gt=0, lt=1, description="Share of pairs (or of documents) held out for evaluation.")
     holdout: Literal["probes", "documents"] = Field(
         "probes",
-        description="probes: the teacher rewords a share of the pairs' questions; the parents are trained on, "
-        "the probes never are. documents: whole documents are held out (measures generalisation).",
+        description="probes: the teacher rewords a share of the pairs' questions (in answer_first mode it writes "
+        "a new question for the pair's answer); the parents are trained on, the probes never are. documents: "
+        "whole documents are held out (measures generalisation).",
     )
     seed: int = Field(42, description="Seed of the held-out choice (the same pairs across reruns).")
     metrics: list[EvalMetric] = Field(

@@ -313,3 +313,54 @@ def test_augment_end_to_end_with_the_embedded_model_and_embeddings(tmp_path: Pat
     measured = len(output) - 2 + sum(r["rule"] in ("meaning_drift", "near_variant") for r in rejected)
     if measured:  # some rewrite reached the meaning check: English pairs use the embedding model
         assert "by embedding all-MiniLM-L6-v2 cosine" in result.stderr, result.stderr[-2000:]
+
+
+# -- answer_first mode: each rewrite is a new question for the pair's answer ---------------------
+
+FRESH = {  # answer -> (training question, the new questions the scripted teacher writes for the answer)
+    "Residents of Seoul aged 19 to 39 may apply for the youth housing subsidy.": (
+        "Who may apply for the Seoul youth housing subsidy?",
+        ["Which residents of Seoul may apply for the youth housing subsidy?",
+         "Who is eligible for the youth housing subsidy in Seoul?"]),
+    "The Seoul youth housing subsidy pays 200,000 won a month.": (
+        "What does the Seoul youth housing subsidy pay?",
+        ["How much is the Seoul youth housing subsidy a month?",
+         "What amount does the Seoul youth housing subsidy pay monthly?"]),
+    "Applications for the subsidy close on 30 June 2024.": ("When do applications close?", []),
+}
+
+
+def test_answer_first_asks_one_new_question_per_variant_for_the_answer_alone(tmp_path: Path):
+    pairs = [QAPair(instruction=q, output=a, source_doc="housing.txt").model_dump() for a, (q, _) in FRESH.items()]
+    asked: dict[str, int] = {}
+
+    def reply(request: ChatRequest) -> str:
+        prompt = request.messages[-1]["content"]
+        assert not any(question in prompt for question, _ in FRESH.values())  # the question is never shown
+        answer = next(a for a in FRESH if a in prompt)
+        asked[answer] = asked.get(answer, 0) + 1
+        draws = FRESH[answer][1]
+        return draws[asked[answer] - 1] if draws else "Sure, here is a question."  # none: asked again hotter
+
+    settings = {"questions": {"mode": "answer_first"}, "teacher": {"cache": False, "temperature": 0.2},
+                "augment": {"min_overlap": 0.0}}
+    backend = ScriptedBackend(reply)
+    ctx = make_ctx(tmp_path, backend, pairs=pairs, **settings)
+    result = augment(ctx)
+    output = [QAPair.model_validate(p) for p in ctx.workspace.read_json("qa_augmented")]
+    made = [p for p in output if p.origin == "paraphrase"]
+    assert result.counts["paraphrases"] == len(made) == 4 and result.counts["failed"] == 1
+    assert all(r.schema is None and r.max_tokens == 64 for r in backend.requests)
+    first_draws = [r for r in backend.requests if r.temperature == pytest.approx(0.5)]
+    assert len(first_draws) == 6 and len({r.options["seed"] for r in first_draws}) == 6
+    assert len(backend.requests) == 10  # the stubborn answer's two draws were each asked twice more
+    for rewrite in made:
+        parent = next(p for p in output if p.id == rewrite.parent_id)
+        assert rewrite.instruction in FRESH[parent.output][1] and rewrite.output == parent.output
+    assert "1 questions got fewer new questions than asked for (a draw gave no usable question in three tries)" \
+        in result.lines
+    stubborn = next(a for a, (_, draws) in FRESH.items() if not draws)
+    again = ScriptedBackend(lambda request: "When do applications for the subsidy close?"
+                            if stubborn in request.messages[-1]["content"] else pytest.fail("asked for a finished draw"))
+    rerun = augment(make_ctx(tmp_path, again, pairs=pairs, **settings))
+    assert len(again.requests) == 2 and rerun.counts["reused"] == 4 and rerun.counts["paraphrases"] == 5

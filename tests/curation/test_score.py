@@ -64,6 +64,8 @@ def make_ctx(tmp_path: Path, backend, count: int = 12, **raw) -> StageContext:
 def judge(request: ChatRequest) -> str:
     prompt = request.messages[0]["content"]
     score = int(re.search(r"\[score=(\d)\]", prompt).group(1))
+    if "reason" not in request.schema["properties"]:  # answer_first's short prompt asks for the score alone
+        return json.dumps({"score": score})
     return json.dumps({"score": score, "reason": f"scripted verdict {score}"})
 
 
@@ -83,6 +85,39 @@ def test_the_judge_sees_the_source_chunk_in_the_documents_language(tmp_path: Pat
     assert "6월 30일까지이며" in korean and "정확성" in korean and "질문: 2024년 서울시" in korean
     assert "2024년 서울시 청년 월세 지원 공고" in korean
     assert all(r.schema == SCORE_SCHEMA for r in backend.requests)
+
+
+def test_answer_first_judges_a_verbatim_answer_with_the_short_prompt_and_the_score_alone(tmp_path: Path):
+    from slm_factory.curation.score import SHORT_REASON, SHORT_SCORE_SCHEMA
+
+    backend = ScriptedBackend(judge)
+    ctx = make_ctx(tmp_path, backend, count=2, questions={"mode": "answer_first"})
+    pairs = ctx.workspace.read_json("qa_alpaca")
+    english = next(pair for pair in pairs if not pair["source_doc"].startswith("청년"))
+    english["output"] = "The subsidy is 200,000 won a month."  # a sentence of its chunk, word for word
+    ctx.workspace.write_json("qa_alpaca", pairs)
+    result = score(ctx)
+    short, full = sorted(backend.requests, key=lambda r: "<source>" in r.messages[0]["content"])
+    assert "<source>" not in short.messages[0]["content"] and "close on 30 June" not in short.messages[0]["content"]
+    assert "Answer: The subsidy is 200,000 won a month." in short.messages[0]["content"]
+    assert "Score the question from 1 to 5" in short.messages[0]["content"]
+    assert short.schema == SHORT_SCORE_SCHEMA and short.max_tokens == 16
+    # an answer that is not a passage of its chunk (another teacher's pair) keeps the full rubric and source
+    assert "6월 30일까지이며" in full.messages[0]["content"] and full.schema == SCORE_SCHEMA
+    judged = ctx.workspace.read_json("qa_scored") + [r["pair"] for r in ctx.workspace.read_json("rejected_score")]
+    reasons = {pair["instruction"]: pair["score_reason"] for pair in judged}
+    assert reasons[english["instruction"]] == SHORT_REASON
+    assert result.counts["passed"] + result.counts["filtered"] == 2 and result.extra["teacher"]["requests"] == 2
+
+
+@pytest.mark.parametrize("reply", [{"score": 0}, {"score": "4"}, {"score": True}, [], {"grade": 3}])
+def test_a_short_verdict_is_a_score_from_one_to_five(reply):
+    from slm_factory.curation.score import parse_short_verdict
+
+    pair = QAPair(instruction="q", output="a")
+    assert parse_short_verdict(pair, {"score": 4})["score"] == 4
+    with pytest.raises(ValueError):
+        parse_short_verdict(pair, reply)
 
 
 def test_pairs_under_the_threshold_are_dropped_with_their_reason(tmp_path: Path):

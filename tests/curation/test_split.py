@@ -230,6 +230,111 @@ def test_probes_go_to_qa_test_and_every_pair_stays_in_training(tmp_path: Path):
     assert read(ctx, "rejected_split") == []
 
 
+# -- answer_first mode: a new question for the parent's answer ------------------------------------
+
+
+def shown_answer(request: ChatRequest) -> str:
+    """The answer quoted in an answer-first request ("Sentence: ..." / "문장: ...")."""
+    for line in request.messages[-1]["content"].splitlines():
+        for label in ("Sentence: ", "문장: ", "Row: ", "행: "):
+            if line.startswith(label):
+                return line.removeprefix(label)
+    raise AssertionError(f"no answer in the prompt: {request.messages[-1]['content']!r}")
+
+
+def question_for(answer: str) -> str:
+    """A good new question for one of make_pair's English answers."""
+    aspect_of_subject = answer.removeprefix("The ").split(" is set by")[0]
+    return f"Which clause sets the {aspect_of_subject}?"
+
+
+def test_answer_first_probes_are_new_questions_for_the_answer_and_never_show_the_question(tmp_path: Path):
+    pairs = [make_pair(f"doc{d}", i) for d in range(3) for i in range(10)]
+    backend = ScriptedBackend(lambda request: question_for(shown_answer(request)))
+    ctx = make_ctx(tmp_path, backend, questions={"mode": "answer_first"}, teacher={"temperature": 0.2})
+    write_input(ctx, pairs)
+    run = run_stage(stage_named("split"), ctx)
+    assert run.status == "ran", run.result.lines
+    test, parents = read(ctx, "qa_test"), {p.id: p for p in pairs}
+    assert len(test) == 6 and len(backend.requests) == 6
+    for request in backend.requests:
+        prompt = request.messages[-1]["content"]
+        assert not any(pair.instruction in prompt for pair in pairs)  # the question is never shown
+        assert request.schema is None and request.max_tokens == 64
+        assert request.temperature == pytest.approx(0.5) and isinstance(request.options["seed"], int)
+    assert len({r.options["seed"] for r in backend.requests}) == 6
+    for probe in test:
+        parent = parents[probe["parent_id"]]
+        assert probe["instruction"] == question_for(parent.output) and probe["output"] == parent.output
+    assert read(ctx, "qa_train") == [p.model_dump() for p in pairs]
+
+
+def test_answer_first_asks_again_with_another_seed_and_drops_a_probe_that_stays_too_close(tmp_path: Path):
+    pairs = [make_pair("alpha", i) for i in range(10)]  # no digit in the document name: the questions pass generate's checks
+    training_question = {p.output: p.instruction for p in pairs}
+    draws: dict[str, list[int]] = {}
+
+    def copy_then_new(request: ChatRequest) -> str:
+        answer = shown_answer(request)
+        draws.setdefault(answer, []).append(request.options["seed"])
+        # the first parent's answer always comes back as its training question; the other's only at first
+        if answer == pairs[0].output or len(draws[answer]) == 1:
+            return training_question[answer]
+        return question_for(answer)
+
+    ctx = make_ctx(tmp_path, ScriptedBackend(copy_then_new), questions={"mode": "answer_first"})
+    write_input(ctx, pairs)
+    run = run_stage(stage_named("split"), ctx)
+    parents = {p.id for p in split.choose_parents(pairs, 0.2, 42)}
+    test, rejected = read(ctx, "qa_test"), read(ctx, "rejected_split")
+    assert len(parents) == 2 and all(len(set(seeds)) == 2 for seeds in draws.values())
+    kept = [t["parent_id"] for t in test]
+    assert (pairs[0].id in parents) == (pairs[0].id not in kept)
+    assert run.result.counts["asked_again"] == 2 and run.result.counts["dropped"] == len(parents) - len(kept)
+    assert {r["rule"] for r in rejected} == {"probe_same_as_parent"}
+
+
+def test_answer_first_reasks_a_reply_that_is_no_question_hotter(tmp_path: Path):
+    pairs = [make_pair("doc0", i) for i in range(5)]
+    replies = iter(["What does this sentence mean?", "Sure! Here you go."] * 10)
+
+    def bad_then_good(request: ChatRequest) -> str:
+        if request.temperature < 0.9:
+            return next(replies)
+        return question_for(shown_answer(request))
+
+    backend = ScriptedBackend(bad_then_good)
+    ctx = make_ctx(tmp_path, backend, questions={"mode": "answer_first"}, teacher={"temperature": 0.3})
+    write_input(ctx, pairs)
+    run_stage(stage_named("split"), ctx)
+    (probe,) = read(ctx, "qa_test")
+    assert [r.temperature for r in backend.requests] == pytest.approx([0.6, 1.0])
+    assert backend.requests[0].options["seed"] + 1 == backend.requests[1].options["seed"]
+    assert probe["instruction"].startswith("Which clause sets")
+
+
+def test_answer_first_draws_up_to_three_times_for_a_usable_question(tmp_path: Path):
+    pairs = [make_pair("alpha", i) for i in range(10)]
+    parents = split.choose_parents(pairs, 0.2, 42)
+    seeds: dict[str, list[int]] = {}
+
+    def no_question_at_first(request: ChatRequest) -> str:
+        answer = shown_answer(request)
+        seeds.setdefault(answer, []).append(request.options["seed"])
+        # the first parent gets a question on its third draw; the second never does
+        if answer == parents[1].output or len(seeds[answer]) < 3:
+            return "Sure! Here is a question for you."
+        return question_for(answer)
+
+    ctx = make_ctx(tmp_path, ScriptedBackend(no_question_at_first), questions={"mode": "answer_first"})
+    write_input(ctx, pairs)
+    run = run_stage(stage_named("split"), ctx)
+    assert all(len(drawn) == 3 and len(set(drawn)) == 3 for drawn in seeds.values())
+    assert [t["parent_id"] for t in read(ctx, "qa_test")] == [parents[0].id]
+    assert run.result.counts["failed"] == 1 and run.result.counts["asked_again"] == 0
+    assert "1 parents got no usable question in three draws and have no probe" in run.result.lines
+
+
 def test_a_rerun_with_unchanged_input_asks_nothing_and_keeps_the_probes(tmp_path: Path):
     pairs = [make_pair(f"doc{d}", i) for d in range(4) for i in range(7)]
     backend = ScriptedBackend(rewording)
@@ -468,10 +573,11 @@ GARDEN_PAIRS = [("When does the Riverside Community Garden open in 2025?", "It o
 
 @pytest.mark.slow
 def test_probes_from_the_embedded_model(tmp_path: Path, smollm2_gguf: Path):
-    """SmolLM2-135M mostly copies the question it is shown (the guards catch that); what must
-    hold whatever it says: every parent ends as a probe, a recorded rejection or a counted
-    failure; each probe passes the guards and keeps its parent's answer and source; a rerun asks
-    nothing and gives the same probes."""
+    """The embedded teacher (questions.mode auto → answer_first) writes each probe as a new
+    question for its parent's answer, never seeing the parent's question. What must hold whatever
+    it says: every parent ends as a probe, a recorded rejection or a counted failure; each probe
+    passes the guards and keeps its parent's answer and source; a rerun asks nothing and gives the
+    same probes."""
     config = cli_project(tmp_path, test_split=0.5)
     raw = yaml.safe_load(config.read_text())
     raw["teacher"] = {"backend": "llamacpp", "model": "smollm2", "temperature": 0.0, "max_tokens": 64,
@@ -491,8 +597,7 @@ def test_probes_from_the_embedded_model(tmp_path: Path, smollm2_gguf: Path):
     assert "Split complete: 5 training pairs" in result.stdout and "teacher llamacpp/" in result.stdout
     state = json.loads((output / ".state.json").read_text())["stages"]["split"]
     counts = state["counts"]
-    # How many survive depends on the model file: the shipped Q4_1 wrote one usable probe of three,
-    # the Q8_0 copy the embedded teacher now runs copies all three questions (the guards drop them).
+    # How many survive depends on the model file; told to reword, the Q8_0 copy copied all three.
     assert counts["parents"] == 3, counts
     assert counts["probes"] + counts["dropped"] + counts["failed"] == counts["parents"]
     test = json.loads((output / "qa_test.json").read_text())
@@ -508,4 +613,10 @@ def test_probes_from_the_embedded_model(tmp_path: Path, smollm2_gguf: Path):
     assert state["stats"]["teacher"]["requests"] > 0
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert rerun.returncode == 0 and json.loads((output / "qa_test.json").read_text()) == test
-    assert "teacher llamacpp/" not in rerun.stdout  # nothing asked: the teacher was not even opened
+    if counts["failed"] == 0:
+        assert "teacher llamacpp/" not in rerun.stdout  # nothing asked: the teacher was not even opened
+    else:  # only the failed parents are asked again: three draws each, the first from the reply cache
+        import re
+
+        asked = re.search(r"teacher llamacpp/\S+: (\d+) requests, (\d+) cached", rerun.stdout.replace("\n", " "))
+        assert asked and asked.groups() == (str(3 * counts["failed"]), str(counts["failed"])), rerun.stdout

@@ -88,7 +88,7 @@ PROMPT = prompts.question_for_answer_messages(SPAN.text, "sentence", "en")[0]["c
     ("When did the 2023 Seoul youth housing subsidy close?", "question states a number its answer does not"),
 ])
 def test_question_checks(question: str, problem: str | None):
-    assert question_problem(question, SPAN, PROMPT) == problem
+    assert question_problem(question, SPAN.text, PROMPT) == problem
 
 
 def test_pairs_answer_with_their_span_and_carry_provenance(tmp_path: Path):
@@ -191,3 +191,43 @@ def test_answer_first_with_the_embedded_model(tmp_path: Path, smollm2_gguf: Path
     assert stats["completion_tokens"] <= stats["requests"] * QUESTION_MAX_TOKENS
     validate = run_stage(stage_named("validate"), ctx)
     assert validate.result.counts["accepted"] * 2 > len(pairs), validate.result.lines
+
+
+def korean_document() -> dict:
+    from slm_factory.parsing.base import DocumentBuilder
+
+    builder = DocumentBuilder(Path("/docs/청년월세지원.txt"), "txt", b"korean-rent")
+    builder.title = "2024년 서울시 청년 월세 지원 공고"
+    builder.language = "ko"
+    builder.paragraph("신청은 2024년 3월 1일부터 6월 30일까지이며, 지원금은 월 20만 원이다. 지원 기간은 최대 12개월이다.")
+    return builder.build().model_dump(mode="json")
+
+
+def korean_asked(backend: ScriptedBackend) -> bool:
+    return any(re.search("[\uac00-\ud7a3]", r.messages[-1]["content"]) for r in backend.requests)
+
+
+def test_the_embedded_teacher_is_not_asked_about_documents_it_cannot_write_and_says_so(tmp_path: Path):
+    backend = ScriptedBackend(lambda request: "Question: 신청 마감일은 언제인가요?" if korean_asked(backend)
+                              else good_question(request))
+    ctx = make_context(tmp_path, backend, teacher={**EMBEDDED, "cache": False})
+    ctx.workspace.write_json("parsed_documents", [*ctx.workspace.read_json("parsed_documents"), korean_document()])
+    run = run_stage(stage_named("generate"), ctx)
+    assert run.status == "ran" and backend.requests and not korean_asked(backend)
+    assert {pair["source_doc"] for pair in ctx.workspace.read_json("qa_alpaca")} == {"seoul-youth-housing-2024.txt"}
+    line = next(line for line in run.result.lines if "skipped" in line)
+    assert line.startswith("1 document in ko skipped (청년월세지원.txt): the embedded teacher (SmolLM2-135M) "
+                           "writes English only") and "multilingual teacher" in line
+    assert ctx.workspace.load_state()["stages"]["generate"]["stats"]["skipped_documents"] == {"청년월세지원.txt": "ko"}
+
+
+def test_any_other_teacher_is_asked_about_every_language(tmp_path: Path):
+    backend = ScriptedBackend(lambda request: "Question: 청년 월세 지원금은 한 달에 얼마인가요?"
+                              if re.search("[\uac00-\ud7a3]", request.messages[-1]["content"]) else good_question(request))
+    ctx = make_context(tmp_path, backend, questions={"mode": "answer_first", "questions_per_chunk": 2},
+                       teacher={"cache": False})
+    ctx.workspace.write_json("parsed_documents", [*ctx.workspace.read_json("parsed_documents"), korean_document()])
+    run = run_stage(stage_named("generate"), ctx)
+    assert run.status == "ran" and korean_asked(backend)
+    assert not any("skipped" in line for line in run.result.lines)
+    assert "청년월세지원.txt" in {pair["source_doc"] for pair in ctx.workspace.read_json("qa_alpaca")}

@@ -55,6 +55,49 @@ def test_oversized_table_is_split_by_rows_repeating_the_header():
     assert all(f"| Region {i} | {i * 1000} |" in text for i in range(300))
 
 
+def test_a_split_table_under_a_group_row_repeats_its_column_labels_too():
+    """PDF tables often head their columns with a group row ("Pre-Pawn" over three columns, the rest
+    empty) above the row of labels; every piece must carry both, or its rows lose their labels."""
+    group = ["", "", "Pre-Pawn", "", ""]
+    labels = ["State", "Permit", "Handgun", "Long Gun", "Other"]
+    rows = [group, labels] + [[f"State {i}", str(i), str(2 * i), str(3 * i), str(i % 7)] for i in range(200)]
+    chunks = chunk_document(build(lambda b: b.table(rows)), max_tokens=200, overlap_tokens=0)
+    assert len(chunks) > 3 and all(c.tokens <= 200 for c in chunks)
+    for chunk in chunks:
+        lines = chunk.text.splitlines()
+        assert lines[0] == "|  |  | Pre-Pawn |  |  |" and lines[2] == "| State | Permit | Handgun | Long Gun | Other |"
+    text = "\n".join(c.text for c in chunks)
+    assert all(f"| State {i} | {i} | {2 * i} | {3 * i} | {i % 7} |" in text for i in range(200))
+
+
+def test_when_group_and_labels_are_too_big_to_repeat_the_labels_alone_are():
+    group = [""] * 3 + ["Pre-Pawn transactions recorded at licensed dealers in every state and territory"] + [""] * 8
+    labels = ["State"] + [f"Col{chr(65 + i)}" for i in range(11)]  # no digit: labels, not data
+    rows = [group, labels] + [[f"State {i}"] + [str(i * k) for k in range(11)] for i in range(120)]
+    from slm_factory.records import table_to_markdown
+
+    budget = 4 * estimate_tokens(table_to_markdown([labels])) + 4  # the labels fit a quarter, with the group row not
+
+    assert estimate_tokens(table_to_markdown([group, labels])) > budget // 4 >= estimate_tokens(table_to_markdown([labels]))
+    chunks = chunk_document(build(lambda b: b.table(rows)), max_tokens=budget, overlap_tokens=0)
+    assert all(c.tokens <= budget for c in chunks)
+    text = "\n".join(c.text for c in chunks)
+    assert text.count("Pre-Pawn transactions") == 1  # the group row once
+    assert len(chunks) > 3 and all(c.text.startswith("| State | ColA |") for c in chunks[1:])
+    assert all(f"| State {i} | " in text for i in range(120))
+
+
+def test_a_group_row_alone_or_over_data_is_the_only_header_row():
+    from slm_factory.parsing.chunking import header_rows
+
+    assert header_rows([["", "", "Pre-Pawn", "", ""], ["State", "Permit", "Handgun", "Long Gun", "Other"],
+                        ["Ohio", "1", "2", "3", "4"]]) == 2
+    assert header_rows([["", "", "Fees", "", ""], ["Ohio", "1", "2", "3", "4"]]) == 1  # a digit: data
+    assert header_rows([["item", "fee"], ["application", "ten"], ["renewal", "five"]]) == 1  # a full first row
+    assert header_rows([["", "", "A", "", ""], ["x", "y", "z", "w", "v"], ["q", "r", "s", "t", "u"],
+                        ["p", "o", "n", "m", "l"], ["1", "2", "3", "4", "5"]]) == 3  # at most three
+
+
 def test_korean_is_counted_heavier_than_english():
     assert estimate_tokens("탄소중립녹색성장위원회") > estimate_tokens("carbon neutrality (long)")
 

@@ -337,3 +337,32 @@ def test_ctrl_c_in_train_names_the_checkpoint_and_resume_continues_from_it(tmp_p
     resumed = subprocess.run([*command, "--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed from" in resumed.stderr and "Training complete!" in resumed.stdout
+
+
+def test_a_gpu_out_of_memory_is_one_line_naming_the_settings_to_lower(tmp_path, tiny_llama_dir, monkeypatch):
+    """torch raises OutOfMemoryError inside a real training step (no GPU here: a callback raises
+    the error torch would); train turns it into one line with the settings and how to resume."""
+    import torch
+    from transformers import TrainerCallback
+
+    class RunsOutOfMemory(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has 1.31 GiB free.\n"
+                                         "Of the allocated memory ...")
+
+    build = sft.build_trainer
+
+    def with_the_fault(*args, **kwargs):
+        trainer = build(*args, **kwargs)
+        trainer.add_callback(RunsOutOfMemory())
+        return trainer
+
+    monkeypatch.setattr(sft, "build_trainer", with_the_fault)
+    ctx = make_ctx(tmp_path, tiny_llama_dir, batch_size=4, gradient_accumulation_steps=2)
+    write_training_data(ctx.workspace.path("training_data"))
+    with pytest.raises(StageError) as raised:
+        sft.run(ctx)
+    line = str(raised.value)
+    assert "\n" not in line and "CUDA out of memory. Tried to allocate 2.00 GiB" in line
+    assert "training.batch_size (now 4)" in line and "gradient_accumulation_steps (now 2)" in line
+    assert "student.max_seq_length (now 256)" in line and "slm-factory train --resume" in line

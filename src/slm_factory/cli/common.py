@@ -37,11 +37,25 @@ class Output:
 
 def setup_output(verbose: bool, quiet: bool) -> None:
     Output.quiet = quiet
+    if not verbose:
+        quiet_libraries()
     level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO
     root = logging.getLogger("slm_factory")
     root.handlers[:] = [_log_handler(verbose)]
     root.setLevel(level)
     root.propagate = False
+
+
+def quiet_libraries() -> None:
+    """Keep the libraries' own chatter off the user's screen: our stages draw their own progress,
+    so a "Loading weights" bar per model load, and deprecation notices about arguments that trl
+    and peft pass inside transformers, are noise (`-v` shows them). Set before any of them is
+    imported: huggingface_hub reads the variable once."""
+    import os
+    import warnings
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 def _log_handler(verbose: bool) -> logging.Handler:

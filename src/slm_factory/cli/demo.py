@@ -38,16 +38,21 @@ def demo(
 
 
 def _language_note(ctx: Any) -> None:
+    """Say which documents gave the model nothing because of their language, and what they need."""
     from slm_factory.demo import language_rejections
 
+    need = ("the demo's teacher (SmolLM2-135M) writes English only. Korean documents need a multilingual "
+            "teacher, such as a Qwen2.5 model through Ollama or vLLM (see the README).")
+    generate = ctx.workspace.load_state().get("stages", {}).get("generate", {})
+    for document, language in generate.get("stats", {}).get("skipped_documents", {}).items():
+        errors.print(f"note: {document} ({language}) was not used: {need}", highlight=False, soft_wrap=True)
     path = ctx.workspace.path("rejected_validate")
     if not path.exists():
         return
     counts = language_rejections(json.loads(path.read_text(encoding="utf-8")))
     for document, count in counts.items():
-        errors.print(f"note: {count} pairs of {document} were dropped by the language rule: the demo's teacher "
-                     "(SmolLM2-135M) writes English only. Korean documents need a multilingual teacher, such as "
-                     "a Qwen2.5 model through Ollama or vLLM (see the README).", highlight=False, soft_wrap=True)
+        errors.print(f"note: {count} pairs of {document} were dropped by the language rule: {need}",
+                     highlight=False, soft_wrap=True)
 
 
 def _show_comparison(ctx: Any, config: Path) -> None:

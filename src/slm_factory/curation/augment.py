@@ -1,6 +1,8 @@
 """The `augment` stage: `augment.num_variants` paraphrases of each training question.
 
-One teacher request per question asks for all its rewrites (teacher_work: ledger, cache, retries).
+One teacher request per question asks for all its rewrites (teacher_work: ledger, cache, retries);
+in answer_first mode each rewrite is a new question written for the pair's answer, one request
+each (curation/answer_first.py).
 Each rewrite is then checked, and every one dropped is recorded with its rule in
 rejected/augment.json:
 - `same_as_original` / `near_original`: it does not differ from the question (the near-duplicate
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from slm_factory.curation import prompts
+from slm_factory.curation.answer_first import asks_for_answers, fresh_messages, fresh_request, parse_fresh_question
 from slm_factory.curation.common import Sources, input_pairs, reason_counts, write_rejections
 from slm_factory.curation.dedup import NearDuplicates, near_duplicate, normalise, numbers, shingles
 from slm_factory.curation.grounding import load_embedding_model, model_languages
@@ -190,21 +193,17 @@ def run(ctx: StageContext) -> StageResult:
     sources = Sources(ctx)
     parents = [pair for pair in pairs if pair.origin in PARAPHRASED_ORIGINS] if count else []
     probes = probe_index(ctx)
-    work = ask_each(ctx, artifact="qa_augmented", items=parents, item_id=lambda pair: pair.id,
-                    messages=lambda pair: paraphrase_messages(pair, count, sources.language(pair)),
-                    schema=paraphrase_schema(max(1, count)),
-                    parse=lambda pair, data: parse_paraphrases(pair, data, count),
-                    settings={"task": "paraphrase", "num_variants": count},
-                    description="Paraphrasing", max_concurrency=section.max_concurrency)
+    work, rewrites = (ask_fresh_questions if asks_for_answers(ctx.config) else ask_paraphrases)(
+        ctx, parents, count, sources)
     if work.stopped:
-        raise StageError(f"{work.stopped}; {len(work.results)} of {len(parents)} questions are paraphrased and saved "
+        raise StageError(f"{work.stopped}; {len(rewrites)} of {len(parents)} questions are paraphrased and saved "
                          f"in {ctx.workspace.partial_path('qa_augmented').name}: run `slm-factory augment` again "
                          "when the teacher works")
-    if parents and not work.results:
+    if parents and not rewrites:
         raise StageError(f"no question got a usable paraphrase ({len(work.failures)} requests failed: "
                          f"{next(iter(work.failures.values()), '')}); qa_augmented.json was not written")
     measure = MeaningMeasure(ctx)
-    kept, rejections = check_rewrites(ctx, parents, work.results, sources, measure, probes)
+    kept, rejections = check_rewrites(ctx, parents, rewrites, sources, measure, probes)
     output = []
     for pair in pairs:
         output.append(pair)
@@ -217,6 +216,51 @@ def run(ctx: StageContext) -> StageResult:
         result.lines.insert(0, measure.summary())
         result.extra["similarity"] = measure.used
     return result
+
+
+def ask_paraphrases(ctx: StageContext, parents: list[QAPair], count: int, sources: Sources
+                    ) -> tuple[TeacherWork, dict[str, list[str]]]:
+    """One request per question for all its rewrites; returns the work and the rewrites by parent id."""
+    work = ask_each(ctx, artifact="qa_augmented", items=parents, item_id=lambda pair: pair.id,
+                    messages=lambda pair: paraphrase_messages(pair, count, sources.language(pair)),
+                    schema=paraphrase_schema(max(1, count)),
+                    parse=lambda pair, data: parse_paraphrases(pair, data, count),
+                    settings={"task": "paraphrase", "num_variants": count},
+                    description="Paraphrasing", max_concurrency=ctx.config.augment.max_concurrency)
+    return work, work.results
+
+
+@dataclass(frozen=True)
+class Draw:
+    """The k-th new question asked for one pair's answer (answer_first mode)."""
+
+    pair: QAPair
+    k: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.pair.id}#{self.k}"
+
+
+def ask_fresh_questions(ctx: StageContext, parents: list[QAPair], count: int, sources: Sources
+                        ) -> tuple[TeacherWork, dict[str, list[str]]]:
+    """answer_first mode (curation/answer_first.py): `count` new questions per pair, each a request
+    of its own for the pair's answer with a seed of its own; returns the work (failures keyed by
+    parent id) and the questions by parent id."""
+    draws = [Draw(pair, k) for pair in parents for k in range(count)]
+    messages = {draw.id: fresh_messages(draw.pair, sources.language(draw.pair)) for draw in draws}
+    work = ask_each(ctx, artifact="qa_augmented", items=draws, item_id=lambda draw: draw.id,
+                    messages=lambda draw: messages[draw.id], schema=None,
+                    parse=lambda draw, text: parse_fresh_question(draw.pair, text, messages[draw.id]),
+                    request=lambda draw: fresh_request(ctx.config, f"variant\x1f{draw.id}"),
+                    settings={"task": "paraphrase", "mode": "answer_first"},
+                    description="Paraphrasing", max_concurrency=ctx.config.augment.max_concurrency)
+    rewrites: dict[str, list[str]] = {}
+    for draw in draws:
+        if draw.id in work.results:
+            rewrites.setdefault(draw.pair.id, []).append(work.results[draw.id])
+    work.failures = {draw.pair.id: work.failures[draw.id] for draw in draws if draw.id in work.failures}
+    return work, rewrites
 
 
 def check_rewrites(ctx: StageContext, parents: list[QAPair], rewrites: dict[str, list[str]], sources: Sources,
@@ -279,7 +323,10 @@ def _result(ctx: StageContext, work: TeacherWork, pairs: list[QAPair], output: l
         summary=f"Augmentation complete: {len(pairs)} → {len(output)}",
     )
     work.log_pair_failures(ctx.log, pairs)
-    if work.failures:
+    if work.failures and asks_for_answers(ctx.config):  # seeded draws: a rerun would draw the same
+        result.lines.append(f"{len(work.failures)} questions got fewer new questions than asked for "
+                            "(a draw gave no usable question in three tries)")
+    elif work.failures:
         result.lines.append(f"{len(work.failures)} questions got no usable paraphrase; "
                             "run `slm-factory augment` again to retry only those")
     return result

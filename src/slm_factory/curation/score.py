@@ -7,6 +7,14 @@ fluent wrong answer from a right one; here it reads the chunk the pair was writt
 pass. A pair still without a verdict is left out of qa_scored.json and counted as failed; a
 rerun asks only for those (teacher_work's ledger). `scoring.threshold` is applied after the
 teacher is asked, so changing it costs no teacher call.
+
+In answer_first mode (a small teacher) a pair's answer is a passage of its chunk word for word, so
+correctness holds by construction and the chunk tells the judge nothing more: the prompt is the
+question, the answer and a three-line rubric about the question, and the reply is the score alone
+({"score": 4}, held to the schema by the server's grammar). Measured with the embedded teacher on
+the demo: the full prompt with the chunk and a reasoned JSON verdict took 4.3 s a pair and a quarter
+of the replies were unusable; asked for "the score, then a few words" in plain text, SmolLM2
+answered the question instead of scoring it.
 """
 
 from __future__ import annotations
@@ -15,8 +23,9 @@ import re
 from typing import Any
 
 from slm_factory.curation import prompts
+from slm_factory.curation.answer_first import asks_for_answers
 from slm_factory.curation.common import Sources, input_pairs, reason_counts, write_rejections
-from slm_factory.curation.teacher_work import TeacherWork, ask_each
+from slm_factory.curation.teacher_work import TeacherWork, ask_each, merged_work
 from slm_factory.pipeline import StageContext, StageResult
 from slm_factory.records import QAPair, Rejection
 
@@ -41,6 +50,28 @@ def score_messages(pair: QAPair, title: str, source: str, language: str) -> list
     body = prompts.render("score", language, title=title, source=block.strip() + "\n",
                           question=pair.instruction.strip(), answer=pair.output.strip())
     return [{"role": "user", "content": body}]
+
+
+SHORT_VERDICT_TOKENS = 16  # {"score": 4} and nothing after it
+SHORT_SCORE_SCHEMA: dict[str, Any] = {
+    "type": "object", "properties": {"score": SCORE_SCHEMA["properties"]["score"]}, "required": ["score"],
+}
+SHORT_REASON = "scored by the question and its verbatim answer (answer_first)"
+
+
+def answer_first_messages(pair: QAPair, title: str, language: str) -> list[dict[str, str]]:
+    """The short prompt of answer_first mode: the question judged against its verbatim answer."""
+    body = prompts.render("score_answer_first", language, title=title, question=pair.instruction.strip(),
+                          answer=pair.output.strip())
+    return [{"role": "user", "content": body}]
+
+
+def parse_short_verdict(pair: QAPair, data: Any) -> dict[str, Any]:
+    """{"score": 1-5} → a verdict whose reason says how it was reached; ValueError otherwise."""
+    score = data.get("score") if isinstance(data, dict) else None
+    if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 5:
+        raise ValueError(f"score must be an integer from 1 to 5, got {score!r}")
+    return {"score": score, "reason": SHORT_REASON}
 
 
 def parse_verdict(pair: QAPair, data: Any, instructions: str = "") -> dict[str, Any]:
@@ -73,15 +104,33 @@ def run(ctx: StageContext) -> StageResult:
         ctx.log.warning(f"{len(unsourced)} of {len(pairs)} pairs have no findable source chunk (pairs from "
                         "--data or documents parsed since); they are judged without it")
 
+    short = asks_for_answers(ctx.config)
+
+    def verbatim(pair: QAPair) -> bool:
+        # Every line: a table answer is its column labels and its row, two lines apart in the chunk.
+        chunk = sources.chunk_text(pair)
+        lines = [line.strip() for line in pair.output.strip().splitlines() if line.strip()]
+        return short and bool(lines) and all(line in chunk for line in lines)
+
     def messages(pair: QAPair) -> list[dict[str, str]]:
         document = sources.documents.get(pair.doc_id)
         title = (document.title if document is not None else "") or pair.source_doc or "?"
+        if verbatim(pair):
+            return answer_first_messages(pair, title, sources.language(pair))
         return score_messages(pair, title, sources.chunk_text(pair), sources.language(pair))
 
-    work = ask_each(ctx, artifact="qa_scored", items=pairs, item_id=lambda pair: pair.id, messages=messages,
+    full = [pair for pair in pairs if not verbatim(pair)]
+    work = ask_each(ctx, artifact="qa_scored", items=full, item_id=lambda pair: pair.id, messages=messages,
                     schema=SCORE_SCHEMA, settings={"task": "score"},
                     parse=lambda pair, data: parse_verdict(pair, data, prompts.prompt_text("score", sources.language(pair))),
                     description="Scoring", max_concurrency=section.max_concurrency)
+    if short and not work.stopped:
+        brief = ask_each(ctx, artifact="qa_scored", items=[pair for pair in pairs if verbatim(pair)],
+                         item_id=lambda pair: pair.id, messages=messages, schema=SHORT_SCORE_SCHEMA,
+                         settings={"task": "score", "mode": "answer_first"}, parse=parse_short_verdict,
+                         request=lambda pair: {"max_tokens": SHORT_VERDICT_TOKENS},
+                         description="Scoring", max_concurrency=section.max_concurrency)
+        work = merged_work(work, brief)
     if work.stopped:
         saved = (f"{len(work.results)} of {len(pairs)} verdicts are saved in "
                  f"{ctx.workspace.partial_path('qa_scored').name}; run `slm-factory score` again when the teacher works")

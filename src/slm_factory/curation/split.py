@@ -3,7 +3,8 @@
 Probes mode (the default): a stratified, seeded share of the pairs are parents; for each, the
 teacher writes one new question asking for the same answer in other words. The probe (new
 question, the parent's answer as reference) goes to qa_test.json; the parent stays in training,
-so the test asks about facts the student learnt, in words it never saw. A probe that is a
+so the test asks about facts the student learnt, in words it never saw (in answer_first mode the
+teacher writes a new question for the parent's answer instead: curation/answer_first.py). A probe that is a
 near-duplicate of any training question, repeats its parent or does not stand on its own is
 turned down (rejected/split.json) and asked for once more with a note saying why; a second
 miss drops it. Asking again keeps the seeded choice of parents as it is (choosing another
@@ -31,7 +32,9 @@ from string import Template
 from typing import Any
 
 from slm_factory.curation import prompts
+from slm_factory.curation.answer_first import asks_for_answers, fresh_messages, fresh_request, parse_fresh_question
 from slm_factory.curation.common import Sources, input_pairs, reason_counts, write_rejections
+from slm_factory.curation.teacher_work import ask_each, merged_stats
 # The rule `generate` applies to every question, kept in one place: a question that points at
 # its source ("this document", "위 표") cannot be asked without it.
 from slm_factory.generation.qa import _DEICTIC as _LEANS_ON_DOCUMENT
@@ -303,7 +306,11 @@ def _split_probes(ctx: StageContext, train: list[QAPair], rejections: list[Rejec
     if probing.failures:
         for line in list(probing.failures.items())[:20]:
             ctx.log.warning("probe of %s: %s", *line)
-        result.lines.append(f"{len(probing.failures)} probe requests failed; run `slm-factory split` again to retry only those")
+        if asks_for_answers(ctx.config):  # drawn three times already; a rerun would draw the same
+            result.lines.append(f"{len(probing.failures)} parents got no usable question in three draws and have no probe")
+        else:
+            result.lines.append(f"{len(probing.failures)} probe requests failed; "
+                                "run `slm-factory split` again to retry only those")
     return result
 
 
@@ -340,25 +347,18 @@ def _check_probes(parents: list[QAPair], replies: dict[str, str], training: Trai
 
 
 def write_probes(ctx: StageContext, train: list[QAPair], parents: list[QAPair]) -> Probing:
-    """One probe per parent: ask, check, ask once more with a note where the check fails."""
-    from slm_factory.curation.teacher_work import ask_each
-
+    """One probe per parent: ask, check, ask once more where the check fails (with a note saying
+    why; in answer_first mode, a new draw: curation/answer_first.py)."""
     parents = list({parent.id: parent for parent in parents}.values())  # a repeated pair gets one probe
     if not parents:
         return Probing()
     sources = Sources(ctx)
     training = TrainingQuestions(train, ctx.config.validation.near_duplicate_threshold)
     language = {parent.id: sources.language(parent) for parent in parents}
-    first = {parent.id: probe_messages(parent, sources.chunk_text(parent), language[parent.id]) for parent in parents}
-
-    def ask(items: list[QAPair], messages: dict[str, list[dict[str, str]]], description: str) -> Any:
-        return ask_each(ctx, artifact=LEDGER, items=items, item_id=lambda parent: parent.id,
-                        messages=lambda parent: messages[parent.id], schema=PROBE_SCHEMA,
-                        parse=lambda parent, data: parse_probe(data), settings={"task": "probe"},
-                        description=description)
+    asking = _FreshAsking(ctx, language) if asks_for_answers(ctx.config) else _RewordAsking(ctx, sources, language)
 
     probing = Probing()
-    work = ask(parents, first, "Writing probes")
+    work = asking.first(parents)
     _account(probing, work)
     if probing.stopped:
         return probing
@@ -369,9 +369,7 @@ def write_probes(ctx: StageContext, train: list[QAPair], parents: list[QAPair]) 
     again = [parent for parent in parents if parent.id in turned_down]
     probing.asked_again = len(again)
     if again:
-        second = {parent.id: retry_messages(first[parent.id], *turned_down[parent.id], language[parent.id])
-                  for parent in again}
-        retry = ask(again, second, "Rewriting probes")
+        retry = asking.again(again, turned_down)
         _account(probing, retry)
         if probing.stopped:
             return probing
@@ -386,29 +384,66 @@ def write_probes(ctx: StageContext, train: list[QAPair], parents: list[QAPair]) 
     return probing
 
 
+@dataclass
+class _RewordAsking:
+    """A capable teacher rewords the parent's question, seeing its source; asked again, it is told why
+    its probe was turned down."""
+
+    ctx: StageContext
+    sources: Sources
+    language: dict[str, str]
+
+    def first(self, parents: list[QAPair]) -> Any:
+        self.messages = {parent.id: probe_messages(parent, self.sources.chunk_text(parent), self.language[parent.id])
+                         for parent in parents}
+        return self._ask(parents, self.messages, "Writing probes")
+
+    def again(self, parents: list[QAPair], turned_down: dict[str, tuple[str, Verdict]]) -> Any:
+        second = {parent.id: retry_messages(self.messages[parent.id], *turned_down[parent.id],
+                                            self.language[parent.id]) for parent in parents}
+        return self._ask(parents, second, "Rewriting probes")
+
+    def _ask(self, items: list[QAPair], messages: dict[str, list[dict[str, str]]], description: str) -> Any:
+        return ask_each(self.ctx, artifact=LEDGER, items=items, item_id=lambda parent: parent.id,
+                        messages=lambda parent: messages[parent.id], schema=PROBE_SCHEMA,
+                        parse=lambda parent, data: parse_probe(data), settings={"task": "probe"},
+                        description=description)
+
+
+@dataclass
+class _FreshAsking:
+    """A small teacher writes a new question for the parent's answer without seeing its question;
+    asked again, it draws once more with another seed (a note would be lost on it)."""
+
+    ctx: StageContext
+    language: dict[str, str]
+
+    def first(self, parents: list[QAPair]) -> Any:
+        return self._ask(parents, 1, "Writing probes")
+
+    def again(self, parents: list[QAPair], turned_down: dict[str, tuple[str, Verdict]]) -> Any:
+        return self._ask(parents, 2, "Rewriting probes")
+
+    def _ask(self, items: list[QAPair], attempt: int, description: str) -> Any:
+        messages = {parent.id: fresh_messages(parent, self.language[parent.id]) for parent in items}
+        return ask_each(self.ctx, artifact=LEDGER, items=items, item_id=lambda parent: parent.id,
+                        messages=lambda parent: messages[parent.id], schema=None,
+                        parse=lambda parent, text: parse_fresh_question(parent, text, messages[parent.id]),
+                        request=lambda parent: fresh_request(self.ctx.config, f"probe\x1f{parent.id}\x1f{attempt}"),
+                        settings={"task": "probe", "mode": "answer_first"}, description=description)
+
+
 def _account(probing: Probing, work: Any) -> None:
     probing.failures.update(work.failures)
     probing.reused += work.reused
     probing.stopped = work.stopped
-    probing.teacher = _merged_stats(probing.teacher, work.teacher_stats)
+    probing.teacher = merged_stats(probing.teacher, work.teacher_stats)
 
 
 def _rejection(parent: QAPair, question: str, verdict: Verdict, outcome: str) -> Rejection:
     probe = make_probe(parent, question)
     return Rejection(id=probe.id, stage="split", rule=verdict.rule, detail=f"{verdict.detail} {outcome}",
                      pair=probe.model_dump())
-
-
-def _merged_stats(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
-    """Two passes' teacher accounting as one: counts added, the rate over both."""
-    if not first or not second:
-        return first or second
-    merged = dict(first)
-    for key, value in second.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and key in merged:
-            merged[key] = merged[key] + value
-    merged["items_per_s"] = round(merged["completed"] / merged["seconds"], 3) if merged.get("seconds") else 0.0
-    return merged
 
 
 def _split_documents(ctx: StageContext, train: list[QAPair], rejections: list[Rejection]) -> StageResult:

@@ -18,6 +18,12 @@ What it does, as `generate` does:
   ValueError from it (ReplyShapeError is one) means the reply cannot be used: the teacher is asked
   once more, told what was wrong, bypassing the cache; if that fails too the item is a failure --
   never a silent default. Failures are not written to the ledger, so a rerun retries only them;
+- `schema=None` asks for plain text (a small teacher's one-line question: a JSON grammar costs it
+  tokens and time for nothing): `parse(item, reply.text)`, and an unusable reply is asked again
+  (twice at most) hotter with another seed instead of being told what was wrong (a small model
+  cannot use the note).
+  `request(item)` gives the sampling keys of an item's request (temperature, max_tokens, seed);
+  they are part of its ledger key;
 - a teacher that is unreachable or misconfigured (every further request would fail the same way)
   stops the pass: `stopped` says why, and everything finished so far is in the ledger.
 """
@@ -97,7 +103,8 @@ def teacher_identity(ctx: StageContext) -> dict[str, Any]:
     return identity
 
 
-def entry_key(identity: dict[str, Any], settings: dict[str, Any], schema: Schema, item: str, messages: Messages) -> str:
+def entry_key(identity: dict[str, Any], settings: dict[str, Any], schema: Schema | None, item: str,
+              messages: Messages) -> str:
     schema_json = schema.model_json_schema() if isinstance(schema, type) else schema
     parts = {"teacher": identity, "settings": settings, "schema": schema_json, "id": item, "messages": messages}
     blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
@@ -111,11 +118,12 @@ def ask_each(
     items: Sequence[T],
     item_id: Callable[[T], str],
     messages: Callable[[T], Messages],
-    schema: Schema,
+    schema: Schema | None,
     parse: Callable[[T, Any], Any],
     settings: dict[str, Any],
     description: str,
     max_concurrency: int | None = None,
+    request: Callable[[T], dict[str, Any]] | None = None,
 ) -> TeacherWork:
     """Ask the teacher once for each item not already in the ledger of `artifact`; see the module
     doc. `max_concurrency` caps this pass's requests in flight (the teacher's own
@@ -124,7 +132,7 @@ def ask_each(
     ledger.load()
     identity = teacher_identity(ctx)
     work = TeacherWork()
-    pending: list[tuple[T, str, str, Messages]] = []  # (item, id, entry key, messages)
+    pending: list[tuple[T, str, str, Messages, dict[str, Any]]] = []  # (item, id, entry key, messages, sampling)
     seen: set[str] = set()
     for item in items:
         identifier = item_id(item)
@@ -132,12 +140,14 @@ def ask_each(
             continue
         seen.add(identifier)
         prompt = messages(item)
-        entry = entry_key(identity, settings, schema, identifier, prompt)
+        sampling = request(item) if request else {}
+        entry = entry_key(identity, {**settings, **({"request": sampling} if sampling else {})}, schema,
+                          identifier, prompt)
         if entry in ledger.done:
             work.results[identifier] = ledger.done[entry]
             work.reused += 1
         else:
-            pending.append((item, identifier, entry, prompt))
+            pending.append((item, identifier, entry, prompt, sampling))
     if not pending:
         return work  # nothing to ask: the teacher is not even opened (no model load, no server)
     work.asked = len(pending)
@@ -150,7 +160,7 @@ def ask_each(
 
 
 async def _ask_pending(ctx: StageContext, ledger: _Ledger, work: TeacherWork,
-                       pending: list[tuple[T, str, str, Messages]], schema: Schema,
+                       pending: list[tuple[T, str, str, Messages, dict[str, Any]]], schema: Schema | None,
                        parse: Callable[[T, Any], Any], description: str, max_concurrency: int | None,
                        total: int) -> None:
     from slm_factory.teacher import TeacherError, open_teacher
@@ -160,10 +170,13 @@ async def _ask_pending(ctx: StageContext, ledger: _Ledger, work: TeacherWork,
             if work.reused:
                 advance(work.reused)
 
-            async def one(job: tuple[T, str, str, Messages]) -> None:
-                item, identifier, entry, prompt = job
+            async def one(job: tuple[T, str, str, Messages, dict[str, Any]]) -> None:
+                item, identifier, entry, prompt, sampling = job
                 try:
-                    result = await _ask_one(teacher, item, prompt, schema, parse)
+                    if schema is None:
+                        result = await _ask_one_text(teacher, item, prompt, sampling, parse)
+                    else:
+                        result = await _ask_one(teacher, item, prompt, schema, parse, sampling)
                 except TeacherError as error:
                     if error.kind in UNUSABLE_KINDS:
                         raise _Stop(error.reason) from error
@@ -184,13 +197,61 @@ async def _ask_pending(ctx: StageContext, ledger: _Ledger, work: TeacherWork,
                 work.teacher_stats = teacher.stats()
 
 
-async def _ask_one(teacher: Teacher, item: T, prompt: Messages, schema: Schema, parse: Callable[[T, Any], Any]) -> Any:
+async def _ask_one(teacher: Teacher, item: T, prompt: Messages, schema: Schema, parse: Callable[[T, Any], Any],
+                   sampling: dict[str, Any]) -> Any:
     """One item: ask; a reply `parse` refuses is asked again once, with the reason, past the cache."""
     from slm_factory.teacher.jsonreply import reask_messages
 
-    reply = await teacher.chat(prompt, schema=schema)
+    reply = await teacher.chat(prompt, schema=schema, **sampling)
     try:
         return parse(item, reply.parsed)
     except ValueError as error:
-        again = await teacher.chat(reask_messages(prompt, reply.text, str(error)), schema=schema, cache=False)
+        again = await teacher.chat(reask_messages(prompt, reply.text, str(error)), schema=schema, cache=False,
+                                   **sampling)
         return parse(item, again.parsed)
+
+
+REASK_HEAT = 0.5  # as generate's answer_first re-ask: the same request sampled colder repeats itself
+TEXT_DRAWS = 3  # a plain-text item's tries; a seeded request asked again later gets the same reply
+
+
+async def _ask_one_text(teacher: Teacher, item: T, prompt: Messages, sampling: dict[str, Any],
+                        parse: Callable[[T, Any], Any]) -> Any:
+    """One plain-text item: ask; a reply `parse` refuses is asked again, hotter and with the next
+    seed, past the cache, up to TEXT_DRAWS tries in all (the last refusal is the item's failure)."""
+    reply = await teacher.chat(prompt, **sampling)
+    try:
+        return parse(item, reply.text)
+    except ValueError:
+        if TEXT_DRAWS < 2:
+            raise
+    temperature = min(1.0, sampling.get("temperature", teacher.temperature) + REASK_HEAT)
+    for draw in range(1, TEXT_DRAWS):
+        again = await teacher.chat(prompt, cache=False,
+                                   **{**sampling, "temperature": temperature, "seed": sampling.get("seed", 0) + draw})
+        try:
+            return parse(item, again.text)
+        except ValueError:
+            if draw == TEXT_DRAWS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def merged_stats(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """Two passes' teacher accounting as one: counts added, the rate over both."""
+    if not first or not second:
+        return first or second
+    merged = dict(first)
+    for key, value in second.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and key in merged:
+            merged[key] = merged[key] + value
+    merged["items_per_s"] = round(merged["completed"] / merged["seconds"], 3) if merged.get("seconds") else 0.0
+    return merged
+
+
+def merged_work(first: TeacherWork, second: TeacherWork) -> TeacherWork:
+    """Two passes over disjoint items (two prompts of one stage) as one."""
+    return TeacherWork(results={**first.results, **second.results}, failures={**first.failures, **second.failures},
+                       reused=first.reused + second.reused, asked=first.asked + second.asked,
+                       teacher_stats=merged_stats(first.teacher_stats, second.teacher_stats),
+                       stopped=first.stopped or second.stopped)

@@ -210,3 +210,10 @@ def _length_score(sentence: str) -> float:
 
 def _plain(text: str) -> str:
     return " ".join(re.sub(r"[#*_`]", " ", text).split()).casefold()
+
+
+def answer_kind(answer: str) -> SpanKind:
+    """The kind of span an answer was written from, read back from its text: a table span ends
+    with its row (a Markdown table line); anything else is asked about as a sentence."""
+    lines = answer.strip().splitlines()
+    return "row" if lines and lines[-1].lstrip().startswith("|") else "sentence"

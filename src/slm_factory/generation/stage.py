@@ -14,6 +14,7 @@ from slm_factory.generation.qa import (
     ordered_pairs,
     plan_jobs,
     question_mode,
+    unwritable_documents,
 )
 from slm_factory.pipeline import StageContext, StageResult
 from slm_factory.records import Document
@@ -36,6 +37,14 @@ def announce_mode(ctx: StageContext) -> None:
                      "to let it write questions freely")
 
 
+def skipped_line(skipped: list[Document]) -> str:
+    names = ", ".join(doc.path.rsplit("/", 1)[-1] for doc in skipped[:5]) + (" …" if len(skipped) > 5 else "")
+    languages = ", ".join(sorted({doc.language for doc in skipped}))
+    return (f"{len(skipped)} document{'s' if len(skipped) != 1 else ''} in {languages} skipped ({names}): the "
+            "embedded teacher (SmolLM2-135M) writes English only; documents in other languages need a "
+            "multilingual teacher, such as a Qwen2.5 model through Ollama or vLLM (see the README)")
+
+
 def run(ctx: StageContext) -> StageResult:
     from slm_factory.teacher import TeacherError, open_teacher
 
@@ -43,7 +52,10 @@ def run(ctx: StageContext) -> StageResult:
         return StageResult(failed=True, lines=["parsed_documents.json is missing; run `slm-factory parse` first"])
     prompt = system_prompt(ctx)
     announce_mode(ctx)
-    jobs = plan_jobs(ctx.config, load_documents(ctx))
+    documents = load_documents(ctx)
+    skipped = unwritable_documents(ctx.config, documents)
+    skipped_ids = {document.id for document in skipped}
+    jobs = plan_jobs(ctx.config, [document for document in documents if document.id not in skipped_ids])
     ledger = Ledger(ctx.workspace.checkpoint("qa_alpaca"), generation_key(ctx.config, prompt))
 
     async def main() -> tuple[Generator, dict]:
@@ -65,8 +77,12 @@ def run(ctx: StageContext) -> StageResult:
         items=len(pairs),
         counts={"pairs": len(pairs), "new": stats.accepted, "rejected": stats.rejected,
                 "failed": stats.failed, "reused": stats.skipped},
-        extra={"teacher": teacher_stats, "rejections": stats.reasons},
+        extra={"teacher": teacher_stats, "rejections": stats.reasons,
+               **({"skipped_documents": {doc.path.rsplit("/", 1)[-1]: doc.language for doc in skipped}}
+                  if skipped else {})},
     )
+    if skipped:
+        result.lines.append(skipped_line(skipped))
     for line in generator.failures[:20]:
         ctx.log.warning(line)
     if stats.failed:

@@ -6,7 +6,8 @@ beside the heading above it while it fits. What does not fit is cut, each time t
 way that makes it fit:
 
 - a table by rows, repeating its header row when the header takes at most a quarter of the
-  budget (a bigger header would leave too little room for the rows it labels);
+  budget (a bigger header would leave too little room for the rows it labels); a header that is
+  a group row (mostly empty cells) brings the rows of column labels under it along;
 - a row by cells, as one "column label: value" line per cell, the row's first cell (its name,
   where short) repeated atop each later piece. A teacher reading part of a wide record needs
   each value next to its label; a narrower Markdown table would put the labels in a header
@@ -238,6 +239,12 @@ def _joins_previous(char: str) -> bool:
 # -- tables: rows, then cells -----------------------------------------------------------------
 
 
+def _column_label(heading_rows: list[list[str]], column: int) -> str:
+    """A column's label from every heading row: "Pre-Pawn" over "Handgun" is "Pre-Pawn Handgun"."""
+    cells = [" ".join(row[column].split()) for row in heading_rows if column < len(row)]
+    return " ".join(dict.fromkeys(cell for cell in cells if cell))
+
+
 def split_table(rows: list[list[str]], max_tokens: int, language: str = "") -> list[str]:
     """An oversized table as Markdown pieces of whole rows, each within max_tokens; a row too
     big for any piece becomes "label: value" lines (see the module docstring)."""
@@ -250,21 +257,46 @@ def split_table(rows: list[list[str]], max_tokens: int, language: str = "") -> l
     ).pieces()
 
 
+_DIGIT = re.compile(r"\d")
+_MOST_HEADER_ROWS = 3
+
+
+def header_rows(rows: list[list[str]]) -> int:
+    """How many rows head a table: the first; and when the first is a group row (mostly empty
+    cells, "Pre-Pawn" spanning three columns, as PDF tables come out), also the rows of column
+    labels under it, told by holding no digit (at most three rows in all). A piece that repeated
+    the group row alone would give its rows no column labels."""
+    count = 1
+    if _mostly_empty(rows[0]):
+        while count < min(_MOST_HEADER_ROWS, len(rows) - 1) and not any(_DIGIT.search(c) for c in rows[count]):
+            count += 1
+    return count
+
+
+def _mostly_empty(row: list[str]) -> bool:
+    return sum(1 for cell in row if not cell.strip()) * 2 > len(row)
+
+
 class _TableSplit:
     def __init__(self, rows: list[list[str]], max_tokens: int, language: str) -> None:
         self.rows, self.max_tokens, self.language = rows, max_tokens, language
         self.first = rows[0]
-        small = estimate_tokens(table_to_markdown([self.first])) <= max_tokens // 4
-        self.header = self.first if small else None  # repeated atop every piece
+        self.heading_rows = rows[: header_rows(rows)]
+        # Repeated atop every piece: the heading rows, or where they are too big the column labels
+        # alone (the last of them), or nothing.
+        small = [rows for rows in (self.heading_rows, self.heading_rows[-1:])
+                 if estimate_tokens(table_to_markdown(rows)) <= max_tokens // 4]
+        self.header = small[0] if small else None
         self.labels = [
-            _shorten(" ".join(cell.split()), max(4, max_tokens // 8)) for cell in self.first
+            _shorten(" ".join(_column_label(self.heading_rows, column).split()), max(4, max_tokens // 8))
+            for column in range(len(self.first))
         ]
 
     def pieces(self) -> list[str]:
         texts: list[str] = []
         group: list[list[str]] = []
         bound = 0
-        for row in self.rows[1:] if self.header else self.rows:
+        for row in self.rows[len(self.heading_rows):] if self.header else self.rows:
             if group:  # the rows so far plus this one's line, bounded before measured
                 upper = bound + 1 + estimate_tokens(table_to_markdown([row]).split("\n")[0])
                 exact = (
@@ -279,11 +311,17 @@ class _TableSplit:
                 texts.extend(self.group_pieces(group))
             group, bound = [row], estimate_tokens(self.render([row]))
         texts.extend(self.group_pieces(group))
-        if self.header is not None and not (
-            texts and texts[0].startswith(table_to_markdown([self.header]))
+        if self.header is not None and self.header is not self.heading_rows:
+            # the group rows above the repeated labels, once, where they fit (else cell by cell)
+            above = self.heading_rows[:-1]
+            markdown = table_to_markdown(above)
+            texts[:0] = [markdown] if estimate_tokens(markdown) <= self.max_tokens else [
+                piece for row in above for piece in self.row_pieces(row)]
+        elif self.header is not None and not (
+            texts and texts[0].startswith(table_to_markdown(self.header))
         ):
             texts.insert(
-                0, table_to_markdown([self.header])
+                0, table_to_markdown(self.header)
             )  # the header once in full: labels may be cut
         return texts
 
@@ -291,7 +329,7 @@ class _TableSplit:
         """Markdown of rows under the repeated header; without one, the table's own first row
         heads its piece, and later pieces are bare rows (no data row is dressed as a header)."""
         if self.header is not None:
-            return table_to_markdown([self.header, *group])
+            return table_to_markdown([*self.header, *group])
         markdown = table_to_markdown(group)
         if group[0] is self.first:
             return markdown
@@ -314,7 +352,7 @@ class _TableSplit:
         """One oversized row as pieces of "label: value" lines, the first cell's line repeated
         atop each later piece where short; a value too long for a piece is cut by sentences,
         each part keeping its label. Empty cells (blank, or the rest of a merged cell) add nothing."""
-        labels = self.labels if row is not self.first else [""] * len(row)
+        labels = self.labels if all(row is not heading for heading in self.heading_rows) else [""] * len(row)
         cells = [(label, " ".join(value.split())) for label, value in zip(labels, row)]
         cells = [(label, value) for label, value in cells if value]
         if not cells:

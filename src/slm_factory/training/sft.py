@@ -52,6 +52,10 @@ def run(ctx: StageContext) -> StageResult:
         notes.append(f"resumed from {checkpoint}")
     try:
         trainer.train(resume_from_checkpoint=checkpoint)
+    except Exception as error:
+        if type(error).__name__ != "OutOfMemoryError":  # torch.OutOfMemoryError (CUDA), without importing torch here
+            raise
+        raise StageError(out_of_memory_line(config, str(error))) from None
     finally:
         model.set_attn_implementation(attn_implementation)  # segment attention serves packed training batches only
     adapter = save_adapter(ctx, trainer, tokenizer)
@@ -67,6 +71,16 @@ def run(ctx: StageContext) -> StageResult:
                "best_checkpoint": trainer.state.best_model_checkpoint},
         summary=f"Training complete! Adapter saved to: {adapter}",
     )
+
+
+def out_of_memory_line(config: Any, message: str) -> str:
+    """One line for a GPU that ran out of memory: what it said, and the settings that lower it."""
+    first = message.strip().splitlines()[0] if message.strip() else "CUDA out of memory"
+    training = config.training
+    return (f"the GPU ran out of memory ({first[:160]}); lower training.batch_size (now {training.batch_size}) and "
+            f"raise training.gradient_accumulation_steps (now {training.gradient_accumulation_steps}) to keep the "
+            f"effective batch, or lower student.max_seq_length (now {config.student.max_seq_length}); then run "
+            "`slm-factory train --resume` to continue from the last checkpoint")
 
 
 # -- examples ----------------------------------------------------------------------------------
@@ -284,7 +298,7 @@ def sft_config(ctx: StageContext, model: Any, n_train: int, has_eval: bool, choo
         num_train_epochs=n_epochs,
         optim=training.optimizer,
         bf16=model.dtype == torch.bfloat16 and torch.cuda.is_available(),  # CPUs: bf16 weights, no autocast
-        gradient_checkpointing=torch.cuda.is_available(),  # memory on GPUs; only slower on CPUs
+        activation_checkpointing=torch.cuda.is_available(),  # memory on GPUs; only slower on CPUs
         dataloader_pin_memory=torch.cuda.is_available(),
         eval_strategy="epoch" if has_eval else "no",
         save_strategy=save,
