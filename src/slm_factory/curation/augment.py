@@ -27,7 +27,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from slm_factory.curation import prompts
-from slm_factory.curation.answer_first import asks_for_answers, fresh_messages, fresh_request, parse_fresh_question
+from slm_factory.curation.answer_first import (
+    asks_for_answers,
+    fresh_messages,
+    fresh_request,
+    parse_fresh_question,
+)
 from slm_factory.curation.common import Sources, input_pairs, reason_counts, write_rejections
 from slm_factory.curation.dedup import NearDuplicates, near_duplicate, normalise, numbers, shingles
 from slm_factory.curation.grounding import load_embedding_model, model_languages

@@ -32,7 +32,12 @@ from string import Template
 from typing import Any
 
 from slm_factory.curation import prompts
-from slm_factory.curation.answer_first import asks_for_answers, fresh_messages, fresh_request, parse_fresh_question
+from slm_factory.curation.answer_first import (
+    asks_for_answers,
+    fresh_messages,
+    fresh_request,
+    parse_fresh_question,
+)
 from slm_factory.curation.common import Sources, input_pairs, reason_counts, write_rejections
 from slm_factory.curation.teacher_work import ask_each, merged_stats
 # The rule `generate` applies to every question, kept in one place: a question that points at
@@ -307,7 +312,8 @@ def _split_probes(ctx: StageContext, train: list[QAPair], rejections: list[Rejec
         for line in list(probing.failures.items())[:20]:
             ctx.log.warning("probe of %s: %s", *line)
         if asks_for_answers(ctx.config):  # drawn three times already; a rerun would draw the same
-            result.lines.append(f"{len(probing.failures)} parents got no usable question in three draws and have no probe")
+            result.lines.append(f"{len(probing.failures)} parents got no usable question in three draws "
+                                "and have no probe")
         else:
             result.lines.append(f"{len(probing.failures)} probe requests failed; "
                                 "run `slm-factory split` again to retry only those")
