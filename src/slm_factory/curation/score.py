@@ -74,6 +74,14 @@ def parse_short_verdict(pair: QAPair, data: Any) -> dict[str, Any]:
     return {"score": score, "reason": SHORT_REASON}
 
 
+def verbatim(pair: QAPair, sources: Sources) -> bool:
+    """Whether the pair's answer is a passage of its chunk, every line of it (a table answer is its
+    column labels and its row, lines apart in the chunk)."""
+    chunk = sources.chunk_text(pair)
+    lines = [line.strip() for line in pair.output.strip().splitlines() if line.strip()]
+    return bool(lines) and all(line in chunk for line in lines)
+
+
 def parse_verdict(pair: QAPair, data: Any, instructions: str = "") -> dict[str, Any]:
     """{"score": int 1-5, "reason": str}; anything else raises ValueError (asked again). A reason
     found word for word in `instructions` (the prompt's own text) was copied, not given."""
@@ -104,28 +112,22 @@ def run(ctx: StageContext) -> StageResult:
         ctx.log.warning(f"{len(unsourced)} of {len(pairs)} pairs have no findable source chunk (pairs from "
                         "--data or documents parsed since); they are judged without it")
 
-    short = asks_for_answers(ctx.config)
-
-    def verbatim(pair: QAPair) -> bool:
-        # Every line: a table answer is its column labels and its row, two lines apart in the chunk.
-        chunk = sources.chunk_text(pair)
-        lines = [line.strip() for line in pair.output.strip().splitlines() if line.strip()]
-        return short and bool(lines) and all(line in chunk for line in lines)
+    brief_ids = {pair.id for pair in pairs if verbatim(pair, sources)} if asks_for_answers(ctx.config) else set()
 
     def messages(pair: QAPair) -> list[dict[str, str]]:
         document = sources.documents.get(pair.doc_id)
         title = (document.title if document is not None else "") or pair.source_doc or "?"
-        if verbatim(pair):
+        if pair.id in brief_ids:
             return answer_first_messages(pair, title, sources.language(pair))
         return score_messages(pair, title, sources.chunk_text(pair), sources.language(pair))
 
-    full = [pair for pair in pairs if not verbatim(pair)]
+    full = [pair for pair in pairs if pair.id not in brief_ids]
     work = ask_each(ctx, artifact="qa_scored", items=full, item_id=lambda pair: pair.id, messages=messages,
                     schema=SCORE_SCHEMA, settings={"task": "score"},
                     parse=lambda pair, data: parse_verdict(pair, data, prompts.prompt_text("score", sources.language(pair))),
                     description="Scoring", max_concurrency=section.max_concurrency)
-    if short and not work.stopped:
-        brief = ask_each(ctx, artifact="qa_scored", items=[pair for pair in pairs if verbatim(pair)],
+    if brief_ids and not work.stopped:
+        brief = ask_each(ctx, artifact="qa_scored", items=[pair for pair in pairs if pair.id in brief_ids],
                          item_id=lambda pair: pair.id, messages=messages, schema=SHORT_SCORE_SCHEMA,
                          settings={"task": "score", "mode": "answer_first"}, parse=parse_short_verdict,
                          request=lambda pair: {"max_tokens": SHORT_VERDICT_TOKENS},

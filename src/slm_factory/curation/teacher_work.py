@@ -211,7 +211,7 @@ async def _ask_one(teacher: Teacher, item: T, prompt: Messages, schema: Schema, 
         return parse(item, again.parsed)
 
 
-REASK_HEAT = 0.5  # as generate's answer_first re-ask: the same request sampled colder repeats itself
+REASK_HEAT = 0.5  # a re-ask samples hotter: the same request sampled as cold repeats itself
 TEXT_DRAWS = 3  # a plain-text item's tries; a seeded request asked again later gets the same reply
 
 
@@ -219,22 +219,16 @@ async def _ask_one_text(teacher: Teacher, item: T, prompt: Messages, sampling: d
                         parse: Callable[[T, Any], Any]) -> Any:
     """One plain-text item: ask; a reply `parse` refuses is asked again, hotter and with the next
     seed, past the cache, up to TEXT_DRAWS tries in all (the last refusal is the item's failure)."""
-    reply = await teacher.chat(prompt, **sampling)
-    try:
-        return parse(item, reply.text)
-    except ValueError:
-        if TEXT_DRAWS < 2:
-            raise
-    temperature = min(1.0, sampling.get("temperature", teacher.temperature) + REASK_HEAT)
-    for draw in range(1, TEXT_DRAWS):
-        again = await teacher.chat(prompt, cache=False,
-                                   **{**sampling, "temperature": temperature, "seed": sampling.get("seed", 0) + draw})
+    hotter = min(1.0, sampling.get("temperature", teacher.temperature) + REASK_HEAT)
+    for draw in range(TEXT_DRAWS):
+        keys = sampling if draw == 0 else {**sampling, "temperature": hotter, "seed": sampling.get("seed", 0) + draw}
+        reply = await teacher.chat(prompt, cache=draw == 0, **keys)
         try:
-            return parse(item, again.text)
+            return parse(item, reply.text)
         except ValueError:
             if draw == TEXT_DRAWS - 1:
                 raise
-    raise AssertionError("unreachable")
+    raise AssertionError("TEXT_DRAWS must be at least 1")
 
 
 def merged_stats(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from typing import Any
 
 from slm_factory.config import ProjectConfig
 from slm_factory.curation.dedup import normalise, numbers
+from slm_factory.curation.teacher_work import REASK_HEAT
 from slm_factory.generation import prompts
 from slm_factory.generation.retrieval import context_for
 from slm_factory.generation.spans import Span, pick_spans
@@ -372,7 +373,7 @@ class Generator:
         messages = prompts.question_for_answer_messages(span.text, span.kind, self.language)
         question, problem = "", None
         # A second try samples hotter: the same request would be answered from the cache.
-        for temperature in (self.config.teacher.temperature, min(1.0, self.config.teacher.temperature + 0.5)):
+        for temperature in (self.config.teacher.temperature, min(1.0, self.config.teacher.temperature + REASK_HEAT)):
             reply = await self.teacher.chat(messages, temperature=temperature, max_tokens=QUESTION_MAX_TOKENS)
             question = prompts.parse_question(reply.text)
             problem = question_problem(question, span.text, messages[-1]["content"])

@@ -21,6 +21,7 @@ from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from slm_factory.parsing.chunking import mostly_empty
 from slm_factory.parsing.sentences import is_korean, sentence_ends
 
 MIN_WORDS = 6  # fewer words is a label or a heading, not a fact to ask about
@@ -144,8 +145,7 @@ def _row_spans(text: str, start: int, lines: list[str], language: str) -> Iterat
 
 
 def _mostly_empty(line: str) -> bool:
-    cells = _cells(line)
-    return sum(1 for cell in cells if not cell) * 2 > len(cells)
+    return mostly_empty(_cells(line))
 
 
 def _sentence_spans(text: str, start: int, block: str, language: str) -> Iterator[Span]:

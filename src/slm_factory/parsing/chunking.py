@@ -267,13 +267,14 @@ def header_rows(rows: list[list[str]]) -> int:
     labels under it, told by holding no digit (at most three rows in all). A piece that repeated
     the group row alone would give its rows no column labels."""
     count = 1
-    if _mostly_empty(rows[0]):
+    if mostly_empty(rows[0]):
         while count < min(_MOST_HEADER_ROWS, len(rows) - 1) and not any(_DIGIT.search(c) for c in rows[count]):
             count += 1
     return count
 
 
-def _mostly_empty(row: list[str]) -> bool:
+def mostly_empty(row: list[str]) -> bool:
+    """A row whose cells are mostly blank: a group row, or the rest of merged cells."""
     return sum(1 for cell in row if not cell.strip()) * 2 > len(row)
 
 

@@ -35,6 +35,8 @@ class Feature:
 
 
 def run(ctx: StageContext) -> StageResult:
+    import torch
+
     from slm_factory.training.models import load_tokenizer
 
     config = ctx.config
@@ -52,9 +54,7 @@ def run(ctx: StageContext) -> StageResult:
         notes.append(f"resumed from {checkpoint}")
     try:
         trainer.train(resume_from_checkpoint=checkpoint)
-    except Exception as error:
-        if type(error).__name__ != "OutOfMemoryError":  # torch.OutOfMemoryError (CUDA), without importing torch here
-            raise
+    except torch.OutOfMemoryError as error:
         raise StageError(out_of_memory_line(config, str(error))) from None
     finally:
         model.set_attn_implementation(attn_implementation)  # segment attention serves packed training batches only
