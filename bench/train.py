@@ -14,11 +14,13 @@ warm-up steps that are not timed:
   on every token); set only: output_dir, max_length (so nothing is cut), use_cpu (bf16 is refused
   on CPU without it), the dataset and LoRA.
 - ours: the train stage as it runs here (sft.build_trainer): bf16 base weights where this CPU
-  multiplies bf16 faster (LoRA in fp32), a batch packed into one row with segment attention, the
-  shared prompt computed once, the vocabulary head on labelled positions only, no checkpointing.
+  multiplies bf16 faster (LoRA weights fp32, their matmuls bf16 under autocast), a batch packed into
+  one row with segment attention, the shared prompt computed once, the vocabulary head on labelled
+  positions only, no checkpointing.
 - the same without one piece each (run with --only): "ours, fp32 base", "ours, prefix repeated"
   (every example carries its own system turn), "ours, padded" (one example per row, padded),
-  "ours, bf16 attention" (attention in the base weights' bf16 instead of fp32).
+  "ours, bf16 attention" (attention in the base weights' bf16 instead of fp32), "ours, fp32 LoRA
+  compute" (peft's own casting: every LoRA layer's input copied to fp32 and back).
 
 Real tokens are the examples' own tokens (padding left out; a shared prefix counts once per
 example, as each example has it), counted from what the collator is given, not trl's num_tokens.
@@ -162,12 +164,13 @@ def trl_defaults(ctx: Any, chats: list[Any], steps: int) -> Any:
 
 
 def ours(ctx: Any, chats: list[Any], steps: int, bf16: bool = True, share_prefix: bool = True,
-         padded: bool = False, fp32_attention: bool = True) -> Any:
-    from slm_factory.training import attention, sft
+         padded: bool = False, fp32_attention: bool = True, bf16_lora: bool = True) -> Any:
+    from slm_factory.training import attention, loss, sft
     from slm_factory.training.models import load_tokenizer
     from slm_factory.training.packing import PaddedCollator, SegmentCollator
 
     attention.FP32_ON_CPU = fp32_attention
+    loss.LORA_BF16_ON_CPU = bf16_lora
     if not bf16:
         ctx = project_ctx(ctx.workspace.root.parent / "fp32", bf16=False)
     tokenizer = load_tokenizer(ctx.config)
@@ -193,6 +196,7 @@ VARIANTS = {
     "ours, prefix repeated": lambda ctx, chats, steps: ours(ctx, chats, steps, share_prefix=False),
     "ours, padded": lambda ctx, chats, steps: ours(ctx, chats, steps, padded=True),
     "ours, bf16 attention": lambda ctx, chats, steps: ours(ctx, chats, steps, fp32_attention=False),
+    "ours, fp32 LoRA compute": lambda ctx, chats, steps: ours(ctx, chats, steps, bf16_lora=False),
     "trl defaults": trl_defaults,
 }
 

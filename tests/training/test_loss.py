@@ -97,3 +97,67 @@ def test_the_trainer_subclass_gives_trls_loss(tmp_path, tiny_llama, smollm2_toke
     ours = trainer.compute_loss(trainer.model, dict(batch))
     theirs = SFTTrainer.compute_loss(trainer, trainer.model, dict(batch))
     assert torch.allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_a_bf16_base_on_cpu_trains_its_lora_in_bf16_with_fp32_weights_and_attention(tmp_path, tiny_llama_dir,
+                                                                                    smollm2_tokenizer, monkeypatch):
+    """Inside the trainer's loss context (loss.lora_in_bf16) the LoRA layers get the bf16 activations
+    as they are (no fp32 copy), segment attention still runs fp32, the LoRA weights and gradients stay
+    fp32, and the loss and gradients are the fp32-adapter path's within bf16 rounding. Outside it,
+    peft's own casting is back."""
+    import torch
+    import torch.nn.functional as F
+    from datasets import Dataset
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig
+
+    from slm_factory.training.loss import bf16_on_cpu, labelled_head_trainer_class
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.bfloat16)
+    model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM",
+                                            init_lora_weights=False))
+    model.train()
+    attention.use_segments(model)
+    assert bf16_on_cpu(model)
+    lora_inputs: list = []
+    first_lora_a = next(m for n, m in model.named_modules() if n.endswith("lora_A.default"))
+    first_lora_a.register_forward_hook(lambda module, args, out: lora_inputs.append(args[0].dtype))
+    attention_inputs: list = []
+    sdpa = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention",
+                        lambda q, *a, **k: attention_inputs.append(q.dtype) or sdpa(q, *a, **k))
+
+    batch_features = features(smollm2_tokenizer, 1)
+    args = SFTConfig(output_dir=str(tmp_path), max_length=256, report_to="none", bf16=False,
+                     activation_checkpointing=False, dataset_kwargs={"skip_prepare_dataset": True},
+                     remove_unused_columns=False, use_cpu=True)
+    dataset = Dataset.from_dict({k: [f[k] for f in batch_features] for k in ("input_ids", "labels")})
+    trainer = labelled_head_trainer_class()(model=model, args=args, train_dataset=dataset,
+                                            processing_class=smollm2_tokenizer, data_collator=SegmentCollator())
+    batch = SegmentCollator()(batch_features)
+
+    def loss_and_grads(in_context: bool):
+        model.zero_grad()
+        lora_inputs.clear(), attention_inputs.clear()
+        if in_context:
+            with trainer.compute_loss_context_manager():
+                loss = trainer.compute_loss(model, dict(batch))
+        else:
+            loss, _, _ = labelled_loss(model, dict(batch))
+        loss.backward()
+        return loss.detach(), lora_grads(model), list(lora_inputs), list(attention_inputs)
+
+    fp32_loss, fp32_grads, fp32_lora_in, _ = loss_and_grads(in_context=False)
+    loss, grads, lora_in, attention_in = loss_and_grads(in_context=True)
+    assert fp32_lora_in == [torch.float32] and lora_in == [torch.bfloat16]
+    assert attention_in and set(attention_in) == {torch.float32}
+    assert torch.allclose(loss.float(), fp32_loss.float(), rtol=2e-2)
+    assert grads.keys() == fp32_grads.keys() and grads
+    for name, grad in grads.items():
+        assert grad.dtype == torch.float32, name
+        cosine = F.cosine_similarity(grad.flatten(), fp32_grads[name].flatten(), dim=0)
+        assert cosine > 0.98, (name, float(cosine))
+    assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+    _, _, after, _ = loss_and_grads(in_context=False)
+    assert after == [torch.float32]  # peft's casting is restored when the context ends

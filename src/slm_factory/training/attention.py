@@ -18,6 +18,7 @@ same name returns None, so no mask is ever built.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 NAME = "slm_segments"
@@ -41,14 +42,17 @@ def segment_attention(module: Any, query: Any, key: Any, value: Any, attention_m
     prefix = bounds[0]
     gqa = getattr(module, "num_key_value_groups", 1) > 1
     dtype = query.dtype
-    if FP32_ON_CPU and dtype != torch.float32 and query.device.type == "cpu":
+    fp32 = FP32_ON_CPU and query.device.type == "cpu" and (dtype != torch.float32 or torch.is_autocast_enabled("cpu"))
+    if fp32:
         # PyTorch's CPU attention kernels run fp32 faster than bf16 here: a layer's forward and
-        # backward over 8 examples took 26 ms in fp32 against 35-41 ms in bf16 (2 cores, AVX512-BF16).
+        # backward over 8 examples took 26 ms in fp32 against 35-41 ms in bf16 (2 cores, AVX512-BF16);
+        # with the whole step otherwise bf16 (loss.lora_in_bf16), 420 against 388 real tokens/s.
         query, key, value = query.float(), key.float(), value.float()
 
     def attend(queries: Any, keys: Any, values: Any, mask: Any = None) -> Any:
-        return F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask, is_causal=mask is None,
-                                              dropout_p=dropout, scale=scaling, enable_gqa=gqa)
+        with torch.autocast("cpu", enabled=False) if fp32 else contextlib.nullcontext():
+            return F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask, is_causal=mask is None,
+                                                  dropout_p=dropout, scale=scaling, enable_gqa=gqa)
 
     parts = [attend(query[:, :, :prefix], key[:, :, :prefix], value[:, :, :prefix])] if prefix else []
     for start, end in zip(bounds[:-1], bounds[1:]):

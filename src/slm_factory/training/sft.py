@@ -221,7 +221,7 @@ def load_model(ctx: StageContext) -> tuple[Any, str]:
     where = "CUDA" if cuda else "CPU"
     line = f"training in {str(dtype).removeprefix('torch.')} on {where}"
     if bf16 and not cuda:
-        line += " (frozen base weights in bfloat16, LoRA weights in float32)"
+        line += " (frozen base weights in bfloat16, LoRA weights in float32 with bfloat16 matmuls)"
     if training.quantization.enabled:
         reason = "no CUDA" if not cuda else "bitsandbytes is not installed"
         line += f"; QLoRA skipped ({reason}): LoRA on the unquantised base"
