@@ -375,9 +375,11 @@ class GgufExportSection(Section):
 
 class IncrementalSection(Section):
     enabled: bool = Field(True, description="Redo only what changed documents need.")
-    hash_file: str = Field("document_hashes.json", description="Where document hashes are kept.")
-    merge_strategy: Literal["append", "replace"] = Field("append", description="How new pairs join old ones.")
-    resume_adapter: str = Field("", description="Adapter folder to continue training from.")
+    hash_file: str = Field("document_hashes.json", description="Each document's sha256, under output/: what `update` compares against.")
+    merge_strategy: Literal["append", "replace"] = Field(
+        "append", description="update: append keeps the unchanged documents' pairs beside the new ones; replace "
+                              "keeps only the pairs of new and changed documents for that update.")
+    resume_adapter: str = Field("", description="LoRA adapter folder that `train` continues instead of starting a new one.")
 
 
 class DialogueSection(Section):

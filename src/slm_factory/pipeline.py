@@ -94,6 +94,9 @@ class Stage:
     # "module:function" taking the StageContext: after Ctrl-C, a line saying what the stage kept
     # outside its `.partial` file and how to go on, or None (train: its checkpoints and --resume).
     on_interrupt: str = ""
+    # ctx.options that change what the stage writes (update's documents_only for generate): part of
+    # the fingerprint recorded after a run, so a later `run --resume` redoes the stage without them.
+    shaping_options: tuple[str, ...] = ()
 
     def run(self, ctx: StageContext) -> StageResult:
         return _function(self.runner)(ctx)
@@ -141,6 +144,7 @@ STAGES: list[Stage] = [
         config_keys=(*_TEACHER_KEYS, *_CHUNK_KEYS, "questions"),
         runner="slm_factory.generation.stage:run",
         makes_pairs=True,
+        shaping_options=("documents_only",),
         description="parsed_documents.json → qa_alpaca.json (teacher writes QA pairs)",
     ),
     Stage(
@@ -233,7 +237,8 @@ STAGES: list[Stage] = [
         inputs=("training_data",),
         output="adapter",
         # With --data, the system prompt (project.language, export.ollama.system_prompt) is read too.
-        config_keys=("student", "training", "project.language", "export.ollama.system_prompt"),
+        config_keys=("student", "training", "project.language", "export.ollama.system_prompt",
+                     "incremental.resume_adapter"),
         runner="slm_factory.training.sft:run",
         on_interrupt="slm_factory.training.sft:kept_after_interrupt",
         description="training_data.jsonl → checkpoints/adapter/ (LoRA, loss on assistant replies only)",
@@ -333,14 +338,18 @@ def config_fingerprint(stage: Stage, config: ProjectConfig) -> str:
     return _digest(json.dumps(keys, sort_keys=True, ensure_ascii=False).encode())
 
 
-def input_fingerprint(stage: Stage, config: ProjectConfig, workspace: Workspace, data: str | None = None) -> str:
-    """Every input's signature; `data` is a file given with --data in place of the pairs input."""
+def input_fingerprint(stage: Stage, config: ProjectConfig, workspace: Workspace, data: str | None = None,
+                      shaping: dict[str, Any] | None = None) -> str:
+    """Every input's signature; `data` is a file given with --data in place of the pairs input,
+    `shaping` the stage's shaping_options that were set."""
     parts = []
     for name in stage_inputs(stage, config):
         path = config.documents_dir if name == DOCUMENTS else workspace.path(name)
         parts.append(f"{name}={_path_signature(path)}")
     if data:
         parts.append(f"--data {Path(data).resolve()}={_path_signature(Path(data))}")
+    for key, value in sorted((shaping or {}).items()):
+        parts.append(f"{key}={json.dumps(value, sort_keys=True, default=str)}")
     return _digest("\n".join(parts).encode())
 
 
@@ -540,7 +549,8 @@ def _record(stage: Stage, ctx: StageContext, result: StageResult, seconds: float
     stages = state.setdefault("stages", {})
     stages[stage.name] = {
         "config": config_fingerprint(stage, ctx.config),
-        "inputs": input_fingerprint(stage, ctx.config, ctx.workspace, ctx.options.get("data")),
+        "inputs": input_fingerprint(stage, ctx.config, ctx.workspace, ctx.options.get("data"),
+                                    {key: ctx.options[key] for key in stage.shaping_options if ctx.options.get(key)}),
         "output": output_signature(stage, ctx.workspace),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seconds": round(seconds, 3),

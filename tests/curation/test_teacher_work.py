@@ -145,12 +145,41 @@ def test_an_item_whose_replies_stay_unusable_fails_and_only_it_is_retried(tmp_pa
     ctx = make_ctx(tmp_path, ScriptedBackend(stubborn))
     work = ask(ctx)
     assert set(work.failures) == {"id-beta"} and "unusable reply" in work.failures["id-beta"]
-    assert "id-beta" not in work.results and "id-beta" not in {e["id"] for e in ledger_lines(ctx)}
+    assert "id-beta" not in work.results
+    # Written as given up, with no result: a rerun asks it again.
+    assert [set(e) for e in ledger_lines(ctx) if e["id"] == "id-beta"] == [{"entry", "id", "unusable"}]
     assert work.failure_lines()[0].startswith("id-beta: unusable reply")
     retry = ScriptedBackend(uppercase)
     work = ask(make_ctx(tmp_path, retry))
     assert [r.messages[-1]["content"] for r in retry.requests] == ["Upper-case: beta"]
     assert not work.failures and len(work.results) == len(ITEMS)
+
+
+def test_update_leaves_an_item_given_up_before_and_a_later_result_wins(tmp_path: Path):
+    """With KEEP_GIVEN_UP (what `update` sets) an item whose replies were all unusable in an earlier
+    run is a failure again without a request; a plain rerun asks it, and once it has a result that
+    result is what every later run reuses."""
+    from slm_factory.curation.teacher_work import KEEP_GIVEN_UP
+
+    def stubborn(request: ChatRequest) -> str:
+        if "beta" in request.messages[0]["content"]:
+            return '{"upper": "never right"}'
+        return uppercase(request)
+
+    ask(make_ctx(tmp_path, ScriptedBackend(stubborn)))
+    quiet = ScriptedBackend(uppercase)
+    ctx = make_ctx(tmp_path, quiet)
+    ctx.options[KEEP_GIVEN_UP] = True
+    work = ask(ctx)
+    assert quiet.requests == [] and set(work.failures) == {"id-beta"} and len(work.results) == len(ITEMS) - 1
+    assert "earlier run" in work.failures["id-beta"]
+    asked = ScriptedBackend(uppercase)
+    assert ask(make_ctx(tmp_path, asked)).results["id-beta"] == "BETA" and len(asked.requests) == 1
+    again = ScriptedBackend(uppercase)
+    ctx = make_ctx(tmp_path, again)
+    ctx.options[KEEP_GIVEN_UP] = True
+    work = ask(ctx)
+    assert again.requests == [] and not work.failures and work.results["id-beta"] == "BETA"
 
 
 def test_malformed_json_is_reasked_by_the_pool_and_a_request_error_is_a_failure(tmp_path: Path):

@@ -366,3 +366,51 @@ def test_a_gpu_out_of_memory_is_one_line_naming_the_settings_to_lower(tmp_path, 
     assert "\n" not in line and "CUDA out of memory. Tried to allocate 2.00 GiB" in line
     assert "training.batch_size (now 4)" in line and "gradient_accumulation_steps (now 2)" in line
     assert "student.max_seq_length (now 256)" in line and "slm-factory train --resume" in line
+
+
+def test_resume_adapter_continues_the_previous_adapter(tmp_path, tiny_llama_dir):
+    """incremental.resume_adapter: training starts from that adapter's weights, not a new one.
+    With a learning rate too small to move anything, the adapter saved is the one continued;
+    without the setting it is a new one (LoRA B starts at zero)."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    data = tmp_path / "chat.jsonl"
+    data.write_text("\n".join(json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant",
+                                                                                     "content": a}]})
+                              for q, a in FACTS) + "\n", encoding="utf-8")
+
+    def trained(folder: Path, **incremental: Any) -> tuple[StageContext, Any]:
+        ctx = make_ctx(folder, tiny_llama_dir, num_epochs=1, **({"learning_rate": 1e-12} if incremental else {}))
+        config = ctx.config.model_copy(update={"incremental": ctx.config.incremental.model_copy(update=incremental)})
+        ctx = StageContext(config=config, workspace=ctx.workspace, options={"data": str(data)})
+        result = sft.run(ctx)
+        return ctx, result
+
+    first, _ = trained(tmp_path / "first")
+    previous = tmp_path / "previous-adapter"
+    shutil.copytree(first.workspace.path("adapter"), previous)
+    weights = load_file(previous / "adapter_model.safetensors")
+    assert any(float(t.abs().max()) > 0 for name, t in weights.items() if "lora_B" in name)
+
+    ctx, result = trained(tmp_path / "second", resume_adapter=str(previous))
+    assert f"continued the adapter in {previous} (incremental.resume_adapter)" in result.lines
+    again = load_file(ctx.workspace.path("adapter") / "adapter_model.safetensors")
+    assert again.keys() == weights.keys()
+    for name, tensor in weights.items():
+        assert float((again[name].float() - tensor.float()).abs().max()) < 1e-5, name
+
+    fresh_ctx = make_ctx(tmp_path / "fresh", tiny_llama_dir, num_epochs=1, learning_rate=1e-12)
+    fresh_ctx.options["data"] = str(data)
+    sft.run(fresh_ctx)
+    fresh = load_file(fresh_ctx.workspace.path("adapter") / "adapter_model.safetensors")
+    assert all(float(t.abs().max()) < 1e-6 for name, t in fresh.items() if "lora_B" in name)
+
+
+def test_a_resume_adapter_without_an_adapter_is_one_line(tmp_path, tiny_llama_dir):
+    ctx = make_ctx(tmp_path, tiny_llama_dir)
+    config = ctx.config.model_copy(update={"incremental": ctx.config.incremental.model_copy(
+        update={"resume_adapter": "nowhere/adapter"})})
+    with pytest.raises(StageError, match=r"incremental.resume_adapter: .*nowhere/adapter holds no LoRA adapter"):
+        sft.previous_adapter(StageContext(config=config, workspace=ctx.workspace))

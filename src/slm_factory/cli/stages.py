@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -180,9 +181,11 @@ def _known_stage(name: str) -> None:
         raise fail(f"{error.args[0]}{hint}", 2) from None
 
 
-def run_stages(ctx: StageContext, start: str | None, end: str | None, resume: bool) -> list[StageRun]:
+def run_stages(ctx: StageContext, start: str | None, end: str | None, resume: bool,
+               execute: Callable[[Callable[[StageRun], None]], list[StageRun]] | None = None) -> list[StageRun]:
     """What `run` does once its config is loaded: the stages under one progress display, each
-    stage's own lines as it ends, then the summary table (also after a failure or Ctrl-C)."""
+    stage's own lines as it ends, then the summary table (also after a failure or Ctrl-C).
+    `execute(report)` runs them (default: run_pipeline; `update` wraps it)."""
     from rich.markup import escape
 
     from slm_factory.pipeline import run_pipeline, select_stages
@@ -200,7 +203,10 @@ def run_stages(ctx: StageContext, start: str | None, end: str | None, resume: bo
 
     try:
         with locked(ctx.workspace.root, "run"), progress.display():
-            run_pipeline(ctx, start, end, resume, report=report)
+            if execute is None:
+                run_pipeline(ctx, start, end, resume, report=report)
+            else:
+                execute(report)
     except KeyboardInterrupt:
         console.print(run_summary(ctx, names, runs, interrupted=ctx.current_stage))
         raise _interrupted(ctx) from None

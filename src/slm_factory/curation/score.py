@@ -114,21 +114,28 @@ def run(ctx: StageContext) -> StageResult:
 
     brief_ids = {pair.id for pair in pairs if verbatim(pair, sources)} if asks_for_answers(ctx.config) else set()
 
-    def messages(pair: QAPair) -> list[dict[str, str]]:
+    def messages(pair: QAPair, title: str | None = None) -> list[dict[str, str]]:
         document = sources.documents.get(pair.doc_id)
-        title = (document.title if document is not None else "") or pair.source_doc or "?"
+        if title is None:
+            title = (document.title if document is not None else "") or pair.source_doc or "?"
         if pair.id in brief_ids:
             return answer_first_messages(pair, title, sources.language(pair))
         return score_messages(pair, title, sources.chunk_text(pair), sources.language(pair))
 
+    def key_messages(pair: QAPair) -> list[dict[str, str]]:
+        # A title is often the file's name: the verdict is keyed by the document's content id
+        # instead, so renaming a file (update) asks nothing again.
+        return messages(pair, f"document {pair.doc_id}" if pair.doc_id else None)
+
     full = [pair for pair in pairs if pair.id not in brief_ids]
     work = ask_each(ctx, artifact="qa_scored", items=full, item_id=lambda pair: pair.id, messages=messages,
-                    schema=SCORE_SCHEMA, settings={"task": "score"},
+                    key_messages=key_messages, schema=SCORE_SCHEMA, settings={"task": "score"},
                     parse=lambda pair, data: parse_verdict(pair, data, prompts.prompt_text("score", sources.language(pair))),
                     description="Scoring", max_concurrency=section.max_concurrency)
     if brief_ids and not work.stopped:
         brief = ask_each(ctx, artifact="qa_scored", items=[pair for pair in pairs if pair.id in brief_ids],
-                         item_id=lambda pair: pair.id, messages=messages, schema=SHORT_SCORE_SCHEMA,
+                         item_id=lambda pair: pair.id, messages=messages, key_messages=key_messages,
+                         schema=SHORT_SCORE_SCHEMA,
                          settings={"task": "score", "mode": "answer_first"}, parse=parse_short_verdict,
                          request=lambda pair: {"max_tokens": SHORT_VERDICT_TOKENS},
                          description="Scoring", max_concurrency=section.max_concurrency)

@@ -17,13 +17,17 @@ What it does, as `generate` does:
 - `parse(item, reply.parsed)` turns a reply into the stored result (it must be JSON-ready). A
   ValueError from it (ReplyShapeError is one) means the reply cannot be used: the teacher is asked
   once more, told what was wrong, bypassing the cache; if that fails too the item is a failure --
-  never a silent default. Failures are not written to the ledger, so a rerun retries only them;
+  never a silent default. A rerun asks again only the items that failed; an item whose replies
+  were all unusable is written to the ledger as given up, and `update` (KEEP_GIVEN_UP) leaves it
+  be, so that a document that did not change costs no request;
 - `schema=None` asks for plain text (a small teacher's one-line question: a JSON grammar costs it
   tokens and time for nothing): `parse(item, reply.text)`, and an unusable reply is asked again
   (twice at most) hotter with another seed instead of being told what was wrong (a small model
   cannot use the note).
   `request(item)` gives the sampling keys of an item's request (temperature, max_tokens, seed);
   they are part of its ledger key;
+- `key_messages(item)`, where given, stands for the prompt in the ledger key: the prompt with what
+  must not cost a new request replaced (score: a renamed file's title, by its document's id);
 - a teacher that is unreachable or misconfigured (every further request would fail the same way)
   stops the pass: `stopped` says why, and everything finished so far is in the ledger.
 """
@@ -77,20 +81,40 @@ class _Stop(Exception):
     """Raised inside a worker to end the whole pass (map_unordered then cancels the rest)."""
 
 
+# ctx.options key: items that got no usable reply in an earlier run are not asked again (update sets
+# it: an unchanged document costs no request); a stage command or `run` asks them again.
+KEEP_GIVEN_UP = "keep_given_up"
+
+
 @dataclass
 class _Ledger:
     """The partial JSONL of one artifact: entries are looked up by their full key, so an entry
-    written under other settings is never mistaken for a current one."""
+    written under other settings is never mistaken for a current one. An item whose replies were
+    all unusable is written too, as given up; a later result for it wins."""
 
     checkpoint: Any  # slm_factory.workspace.Checkpoint
     done: dict[str, Any] = field(default_factory=dict)  # entry key -> result
+    given_up: dict[str, str] = field(default_factory=dict)  # entry key -> why its replies were unusable
 
     def load(self) -> None:
-        self.done = {e["entry"]: e.get("result") for e in self.checkpoint.read(key="entry") if "entry" in e}
+        self.done, self.given_up = {}, {}
+        for line in self.checkpoint.entries():
+            if "entry" not in line:
+                continue
+            if "unusable" in line:
+                self.given_up.setdefault(line["entry"], str(line["unusable"]))
+            else:
+                self.done.setdefault(line["entry"], line.get("result"))
+        for entry in self.done:
+            self.given_up.pop(entry, None)
 
     def add(self, entry: str, item: str, result: Any) -> None:
         self.checkpoint.append({"entry": entry, "id": item, "result": result})
         self.done[entry] = result
+
+    def give_up(self, entry: str, item: str, reason: str) -> None:
+        self.checkpoint.append({"entry": entry, "id": item, "unusable": reason})
+        self.given_up[entry] = reason
 
 
 def teacher_identity(ctx: StageContext) -> dict[str, Any]:
@@ -124,6 +148,7 @@ def ask_each(
     description: str,
     max_concurrency: int | None = None,
     request: Callable[[T], dict[str, Any]] | None = None,
+    key_messages: Callable[[T], Messages] | None = None,
 ) -> TeacherWork:
     """Ask the teacher once for each item not already in the ledger of `artifact`; see the module
     doc. `max_concurrency` caps this pass's requests in flight (the teacher's own
@@ -142,10 +167,12 @@ def ask_each(
         prompt = messages(item)
         sampling = request(item) if request else {}
         entry = entry_key(identity, {**settings, **({"request": sampling} if sampling else {})}, schema,
-                          identifier, prompt)
+                          identifier, key_messages(item) if key_messages else prompt)
         if entry in ledger.done:
             work.results[identifier] = ledger.done[entry]
             work.reused += 1
+        elif entry in ledger.given_up and ctx.options.get(KEEP_GIVEN_UP):
+            work.failures[identifier] = f"{ledger.given_up[entry]} (in an earlier run; the stage's own command asks again)"
         else:
             pending.append((item, identifier, entry, prompt, sampling))
     if not pending:
@@ -183,6 +210,7 @@ async def _ask_pending(ctx: StageContext, ledger: _Ledger, work: TeacherWork,
                     work.failures[identifier] = f"{error.kind}: {error.reason}"
                 except ValueError as error:
                     work.failures[identifier] = f"unusable reply: {error}"
+                    ledger.give_up(entry, identifier, work.failures[identifier])
                 else:
                     ledger.add(entry, identifier, result)
                     work.results[identifier] = result

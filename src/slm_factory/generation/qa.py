@@ -408,5 +408,8 @@ async def generate(generator: Generator, jobs: list[Job]) -> None:
 def ordered_pairs(pairs: list[dict[str, Any]], jobs: list[Job]) -> list[dict[str, Any]]:
     """Pairs in document and chunk order (the ledger holds them in completion order)."""
     order = {job.chunk.id: i for i, job in enumerate(jobs)}
-    live = [p for p in pairs if p["chunk_id"] in order]
+    # Chunk ids come from the documents' bytes, so a renamed file's pairs are still in the ledger:
+    # they take the file's current name.
+    names = {job.chunk.id: job.chunk.source_doc for job in jobs}
+    live = [{**p, "source_doc": names[p["chunk_id"]]} for p in pairs if p["chunk_id"] in order]
     return sorted(live, key=lambda p: (order[p["chunk_id"]], p["id"]))

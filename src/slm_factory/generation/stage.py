@@ -72,6 +72,10 @@ def run(ctx: StageContext) -> StageResult:
         done = len(ordered_pairs(ledger.pairs(), jobs))
         return StageResult(failed=True, lines=[str(error), f"{done} pairs are saved; run again when the teacher works"])
     pairs = ordered_pairs(ledger.pairs(), jobs)
+    scope = ctx.options.get("documents_only")
+    if scope:  # update with incremental.merge_strategy: replace keeps the new and changed documents' pairs
+        kept = set(scope)
+        pairs = [pair for pair in pairs if pair["doc_id"] in kept]
     stats = generator.stats
     result = StageResult(
         items=len(pairs),

@@ -52,6 +52,8 @@ def run(ctx: StageContext) -> StageResult:
     checkpoint = resume_checkpoint(ctx)
     if checkpoint:
         notes.append(f"resumed from {checkpoint}")
+    elif previous_adapter(ctx) is not None:
+        notes.append(f"continued the adapter in {previous_adapter(ctx)} (incremental.resume_adapter)")
     try:
         trainer.train(resume_from_checkpoint=checkpoint)
     except torch.OutOfMemoryError as error:
@@ -335,14 +337,44 @@ def build_trainer(ctx: StageContext, model: Any, tokenizer: Any, train: list[Fea
     if args.load_best_model_at_end and early.enabled:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=early.patience,
                                                early_stopping_threshold=early.threshold))
+    previous = previous_adapter(ctx)
+    if previous is not None:
+        model = continued_adapter(model, previous)
     # The vocabulary head runs on labelled positions only (loss.py): same loss, less work per step.
     trainer = labelled_head_trainer_class()(
         model=model, args=args, train_dataset=_dataset(Dataset, train),
         eval_dataset=_dataset(Dataset, held) if held else None, processing_class=tokenizer,
-        data_collator=collator, peft_config=lora_config(ctx), callbacks=callbacks,
+        data_collator=collator, peft_config=None if previous is not None else lora_config(ctx), callbacks=callbacks,
     )
     trainer.remove_callback(PrinterCallback)  # our progress bar and log lines replace its printed dicts
     return trainer
+
+
+def previous_adapter(ctx: StageContext) -> Path | None:
+    """incremental.resume_adapter as a folder holding a LoRA adapter, or None when it is not set."""
+    setting = ctx.config.incremental.resume_adapter.strip()
+    if not setting:
+        return None
+    folder = Path(setting).expanduser()
+    if not folder.is_absolute():
+        folder = ctx.config.root / folder
+    if not (folder / "adapter_config.json").is_file():
+        raise StageError(f"incremental.resume_adapter: {folder} holds no LoRA adapter (no adapter_config.json); "
+                         "point it at a folder `train` wrote, such as output/checkpoints/adapter, or leave it empty")
+    return folder
+
+
+def continued_adapter(model: Any, folder: Path) -> Any:
+    """The student with the adapter in `folder` loaded to train further (its own r, alpha and
+    target modules; the training.lora settings apply to new adapters only)."""
+    from peft import PeftModel
+
+    try:
+        return PeftModel.from_pretrained(model, str(folder), is_trainable=True)
+    except (RuntimeError, ValueError, KeyError, OSError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise StageError(f"incremental.resume_adapter: the adapter in {folder} does not fit student.model "
+                         f"({first[:200]})") from None
 
 
 def choose_collator(ctx: StageContext, model: Any, tokenizer: Any, longest: int) -> Any:
