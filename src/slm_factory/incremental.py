@@ -161,8 +161,8 @@ def pair_records(ctx: StageContext) -> dict[str, list[dict[str, Any]]]:
     return records
 
 
-def pair_ids(ctx: StageContext) -> dict[str, set[str]]:
-    return {name: {str(item.get("id")) for item in items} for name, items in pair_records(ctx).items()}
+def pair_ids(records: dict[str, list[dict[str, Any]]]) -> dict[str, set[str]]:
+    return {name: {str(item.get("id")) for item in items} for name, items in records.items()}
 
 
 def pair_counts(before: dict[str, set[str]], after: dict[str, set[str]]) -> list[PairCount]:
@@ -175,10 +175,9 @@ def pair_counts(before: dict[str, set[str]], after: dict[str, set[str]]) -> list
     return rows
 
 
-def leftover_pairs(ctx: StageContext, gone_ids: set[str]) -> dict[str, int]:
+def leftover_pairs(records: dict[str, list[dict[str, Any]]], gone_ids: set[str]) -> dict[str, int]:
     """Pairs that still name a deleted or changed document's old id, per artifact (should be none)."""
-    counts = {name: sum(1 for item in items if item.get("doc_id") in gone_ids)
-              for name, items in pair_records(ctx).items()}
+    counts = {name: sum(1 for item in items if item.get("doc_id") in gone_ids) for name, items in records.items()}
     return {name: count for name, count in counts.items() if count}
 
 
@@ -195,22 +194,31 @@ class UpdateResult:
     lines: list[str] = field(default_factory=list)
 
 
+@dataclass
+class Scan:
+    """The documents folder now, the hashes of the last update, and what changed between them."""
+
+    current: dict[str, str]
+    saved: dict[str, str] | None
+    changes: Changes
+
+
+def scan(ctx: StageContext) -> Scan:
+    current, saved = current_hashes(ctx), saved_hashes(hash_file(ctx))
+    return Scan(current, saved, detect(current, saved))
+
+
 def scope_ids(changes: Changes, current: dict[str, str]) -> set[str]:
     """The document ids whose pairs a `replace` update keeps: the new and changed documents."""
     return {doc_id(current[path]) for path in (*changes.added, *changes.changed)}
 
 
-def run_update(ctx: StageContext, start: str | None = None, end: str | None = None,
-               report: Callable[[StageRun], None] = lambda run: None, changes: Changes | None = None,
-               current: dict[str, str] | None = None) -> UpdateResult:
-    """The stages from `start` to `end` as `run --resume` runs them, after `detect`; the hash file
+def run_update(ctx: StageContext, found: Scan, start: str | None = None, end: str | None = None,
+               report: Callable[[StageRun], None] = lambda run: None) -> UpdateResult:
+    """The stages from `start` to `end` as `run --resume` runs them, after `scan`; the hash file
     is written when none of them failed."""
-    if current is None:
-        current = current_hashes(ctx)
-    saved = saved_hashes(hash_file(ctx))
-    if changes is None:
-        changes = detect(current, saved)
-    before = pair_ids(ctx)
+    current, saved, changes = found.current, found.saved, found.changes
+    before = pair_ids(pair_records(ctx))
     ctx.options[KEEP_GIVEN_UP] = True  # an unchanged document's pairs cost no request, failed ones included
     if ctx.config.incremental.merge_strategy == "replace" and not changes.first:
         ctx.options[SCOPE_OPTION] = sorted(scope_ids(changes, current))
@@ -218,9 +226,10 @@ def run_update(ctx: StageContext, start: str | None = None, end: str | None = No
     failed = any(run.status == "failed" for run in runs)
     calls = {run.stage: int(run.result.extra["teacher"].get("requests", 0)) for run in runs
              if run.result is not None and isinstance(run.result.extra.get("teacher"), dict)}
-    result = UpdateResult(changes, runs, pair_counts(before, pair_ids(ctx)), calls, failed)
+    after = pair_records(ctx)
+    result = UpdateResult(changes, runs, pair_counts(before, pair_ids(after)), calls, failed)
     gone = {doc_id(saved[path]) for path in (*changes.deleted, *changes.changed)} if saved else set()
-    leftovers = leftover_pairs(ctx, gone - {doc_id(digest) for digest in current.values()}) if not failed else {}
+    leftovers = leftover_pairs(after, gone - {doc_id(digest) for digest in current.values()}) if not failed else {}
     if leftovers:  # a stage after `end` has not rebuilt its artifact yet
         result.lines.append("pairs of deleted or changed documents remain in "
                             + ", ".join(f"{name}.json ({n})" for name, n in leftovers.items())

@@ -40,20 +40,23 @@ def echo_teacher(tmp_path: Path):
     process.wait(timeout=10)
 
 
-def make_project(root: Path, base: str) -> Path:
+def sample_project(root: Path, teacher: dict, questions: dict) -> Path:
+    """The two SAMPLES documents in `root`/documents, parsed, with this teacher and questions section."""
     documents = root / "documents"
     documents.mkdir(parents=True)
     for name in SAMPLES:
         shutil.copy(REPO / "src" / "slm_factory" / "demo" / "documents" / name, documents / name)
     config = root / "project.yaml"
-    config.write_text(yaml.safe_dump({
-        "teacher": {"backend": "openai", "model": "echo", "api_base": f"{base}/v1", "max_concurrency": 4,
-                    "cache": False},  # the ledger alone must make resume exact
-        "questions": {"questions_per_chunk": 3},
-        "chunking": {"max_tokens": 300, "overlap_tokens": 30},
-    }))
+    config.write_text(yaml.safe_dump({"teacher": teacher, "questions": questions,
+                                      "chunking": {"max_tokens": 300, "overlap_tokens": 30}}))
     subprocess.run([sys.executable, "-m", "slm_factory", "parse", "-q", "-c", str(config)], check=True)
     return config
+
+
+def make_project(root: Path, base: str) -> Path:
+    return sample_project(root, {"backend": "openai", "model": "echo", "api_base": f"{base}/v1", "max_concurrency": 4,
+                                 "cache": False},  # the ledger alone must make resume exact
+                          {"questions_per_chunk": 3})
 
 
 def generate(config: Path, command: str = "generate") -> subprocess.Popen:

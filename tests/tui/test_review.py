@@ -26,7 +26,7 @@ import yaml
 from slm_factory.curation.review_log import QUICK_REASONS, ReviewSession, read_log
 from slm_factory.records import QAPair
 from slm_factory.workspace import Checkpoint, Workspace
-from tests.generation.test_resume import REPO, SAMPLES, generate
+from tests.generation.test_resume import generate, sample_project
 
 textual = pytest.importorskip("textual")
 
@@ -581,19 +581,9 @@ def test_help_stays_free_of_textual():
 def real_teacher_project(root: Path, server: str) -> Path:
     """The Korean bill and the English guide, parsed, with SmolLM2 behind a real llama.cpp server as
     the teacher (answer_first: its answers are passages of the chunks, word for word)."""
-    documents = root / "documents"
-    documents.mkdir(parents=True)
-    for name in SAMPLES:
-        shutil.copy(REPO / "src" / "slm_factory" / "demo" / "documents" / name, documents / name)
-    config = root / "project.yaml"
-    config.write_text(yaml.safe_dump({
-        "teacher": {"backend": "openai", "model": "smollm2", "api_base": f"{server}/v1", "max_concurrency": 1,
-                    "temperature": 0.2},
-        "questions": {"mode": "answer_first", "questions_per_chunk": 2},
-        "chunking": {"max_tokens": 300, "overlap_tokens": 30},
-    }))
-    subprocess.run([sys.executable, "-m", "slm_factory", "parse", "-q", "-c", str(config)], check=True)
-    return config
+    return sample_project(root, {"backend": "openai", "model": "smollm2", "api_base": f"{server}/v1",
+                                 "max_concurrency": 1, "temperature": 0.2},
+                          {"mode": "answer_first", "questions_per_chunk": 2})
 
 
 @pytest.mark.slow

@@ -34,13 +34,12 @@ def update_command(
     folder = ctx.config.documents_dir
     if not folder.is_dir():
         raise fail(f"paths.documents: {folder} does not exist; create it and add documents")
-    current = incremental.current_hashes(ctx)
-    changes = incremental.detect(current, incremental.saved_hashes(incremental.hash_file(ctx)))
-    print_changes(changes)
+    found = incremental.scan(ctx)
+    print_changes(found.changes)
     outcome: list[UpdateResult] = []
 
     def execute(report):  # type: ignore[no-untyped-def]
-        outcome.append(incremental.run_update(ctx, None, end, report, changes, current))
+        outcome.append(incremental.run_update(ctx, found, None, end, report))
         return outcome[0].runs
 
     runs = run_stages(ctx, None, end, resume=True, execute=execute)

@@ -50,10 +50,11 @@ def run(ctx: StageContext) -> StageResult:
     attn_implementation = model.config._attn_implementation
     trainer = build_trainer(ctx, model, tokenizer, train, held, choose_best=validation.chooses_adapter)
     checkpoint = resume_checkpoint(ctx)
+    previous = previous_adapter(ctx)
     if checkpoint:
         notes.append(f"resumed from {checkpoint}")
-    elif previous_adapter(ctx) is not None:
-        notes.append(f"continued the adapter in {previous_adapter(ctx)} (incremental.resume_adapter)")
+    elif previous is not None:
+        notes.append(f"continued the adapter in {previous} (incremental.resume_adapter)")
     try:
         trainer.train(resume_from_checkpoint=checkpoint)
     except torch.OutOfMemoryError as error:
