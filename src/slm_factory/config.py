@@ -410,7 +410,8 @@ class CompareSection(Section):
 
 
 class DashboardSection(Section):
-    enabled: bool = Field(False, description="Show the live terminal dashboard.")
+    enabled: bool = Field(False, description="Have `run` and `update` print the command that opens the live dashboard "
+                          "(`slm-factory dashboard` works either way).")
     refresh_interval: float = Field(2.0, gt=0, description="Seconds between refreshes.")
     theme: Literal["dark", "light"] = Field("dark", description="Dashboard colours.")
 
@@ -441,11 +442,17 @@ class ProjectConfig(Section):
 
     # Set by load_config: where project.yaml lives, and lines worth telling the user.
     _root: Path = PrivateAttr(default=Path("."))
+    _source: Path | None = PrivateAttr(default=None)
     _notices: list[str] = PrivateAttr(default_factory=list)
 
     @property
     def root(self) -> Path:
         return self._root
+
+    @property
+    def source(self) -> Path:
+        """The project.yaml this config was read from (as given on the command line)."""
+        return self._source if self._source is not None else self._root / "project.yaml"
 
     @property
     def notices(self) -> list[str]:

@@ -62,6 +62,19 @@ class Progress:
         advance(n, note) to show `note` (say, a loss and a rate) in place of the count's rate."""
         yield lambda n=1, note=None: None
 
+    # Hooks for whoever watches the run (live.PublishedProgress writes them to .progress.json).
+    def stage_started(self, name: str) -> None:
+        """A stage begins its work."""
+
+    def stage_ended(self, run: StageRun) -> None:
+        """A stage ended: ran, failed, skipped (off) or up to date."""
+
+    def teacher_opened(self, teacher: Any) -> None:
+        """The running stage asks this Teacher; its stats() may be read while it works."""
+
+    def metrics(self, **values: Any) -> None:
+        """Figures of the running work that are not a count: loss, tokens/s, step."""
+
 
 @dataclass
 class StageContext:
@@ -135,6 +148,7 @@ STAGES: list[Stage] = [
         output="parsed_documents",
         config_keys=("paths.documents", "parsing"),
         runner="slm_factory.parsing.stage:run",
+        shaping_options=("only_documents",),
         description="documents → parsed_documents.json",
     ),
     Stage(
@@ -481,6 +495,8 @@ def run_pipeline(
             run = StageRun(stage.name, "up-to-date")
         else:
             run = run_stage(stage, ctx)
+        if run.status in ("skipped", "up-to-date"):
+            ctx.progress.stage_ended(run)
         report(run)
         runs.append(run)
         if run.status == "failed":
@@ -526,6 +542,7 @@ def run_stage(stage: Stage, ctx: StageContext) -> StageRun:
 
     ctx.workspace.ensure()
     ctx.current_stage = stage.name
+    ctx.progress.stage_started(stage.name)
     started = time.perf_counter()
     try:
         result = stage.run(ctx)
@@ -533,10 +550,13 @@ def run_stage(stage: Stage, ctx: StageContext) -> StageRun:
         result = StageResult(failed=True, lines=[str(error)])
     seconds = time.perf_counter() - started
     if result.failed:
-        return StageRun(stage.name, "failed", result, seconds)
-    if is_main_process():  # the other ranks of a distributed run (torchrun, accelerate) leave the record to rank 0
-        _record(stage, ctx, result, seconds)
-    return StageRun(stage.name, "ran", result, seconds)
+        run = StageRun(stage.name, "failed", result, seconds)
+    else:
+        if is_main_process():  # the other ranks of a distributed run (torchrun, accelerate) leave the record to rank 0
+            _record(stage, ctx, result, seconds)
+        run = StageRun(stage.name, "ran", result, seconds)
+    ctx.progress.stage_ended(run)
+    return run
 
 
 def is_main_process() -> bool:

@@ -266,3 +266,31 @@ def test_the_parser_version_changes_with_any_source_of_the_parsing_package(tmp_p
     (package / "pipeline.py").write_text("# not a parser\n")
     (package / "parsing" / "notes.txt").write_text("not source")
     assert _sources(package)[0] in seen
+
+
+def test_chosen_documents_alone_are_parsed_and_run_resume_parses_all_again(tmp_path, documents):
+    """The wizard's "some documents": ctx.options["only_documents"], paths under the folder. The
+    option is part of parse's fingerprint, so the next `run --resume` parses the whole folder."""
+    from slm_factory.pipeline import run_pipeline, stage_named, stage_status
+
+    hangul_pdf(documents / "bill.pdf", [["현행법은", "기후위기"]])
+    (documents / "sub").mkdir()
+    (documents / "sub" / "note.txt").write_text(UNTITLED, encoding="utf-8")
+    chosen = ["notes-2024.txt", "sub/note.txt"]
+    ctx = context(tmp_path, documents)
+    ctx.options["only_documents"] = chosen
+    runs = run_pipeline(ctx, "parse", "parse")
+    assert runs[0].status == "ran"
+    def relative(parsed: bytes) -> set[str]:
+        return {Path(doc["path"]).relative_to(documents).as_posix() for doc in json.loads(parsed)}
+
+    assert relative(parsed_json(ctx)) == set(chosen)
+    plain = context(tmp_path, documents)
+    assert not next(row for row in stage_status(plain.config, plain.workspace) if row.name == "parse").up_to_date
+    run_pipeline(plain, "parse", "parse", resume=True)
+    everything = relative(parsed_json(plain))
+    assert len(everything) > len(chosen) and set(chosen) <= everything
+    assert stage_named("parse").shaping_options == ("only_documents",)
+    ctx.options["only_documents"] = ["gone.txt"]
+    result = stage.run(ctx)
+    assert result.failed and result.lines == [f"none of the chosen documents is in {documents} any more"]

@@ -189,8 +189,9 @@ def test_the_progress_note_shows_the_last_loss_and_real_tokens_per_second(monkey
     state = SimpleNamespace(epoch=1.5, log_history=[{"loss": 2.5, "epoch": 0.5}, {"eval_loss": 3.0},
                                                     {"loss": 1.25, "epoch": 1.0}])
     # 1,000 tokens an epoch; half an epoch done since this run began at epoch 1.0, 10 s ago.
-    assert sft.step_note(state, (100.0, 1.0), 1000) == "loss 1.250 · 50 tok/s"
-    assert sft.step_note(SimpleNamespace(epoch=0.0, log_history=[]), (100.0, 0.0), 1000) == "0 tok/s"
+    assert sft.step_figures(state, (100.0, 1.0), 1000) == (1.25, 50.0)
+    assert sft.step_note(*sft.step_figures(state, (100.0, 1.0), 1000)) == "loss 1.250 · 50 tok/s"
+    assert sft.step_note(*sft.step_figures(SimpleNamespace(epoch=0.0, log_history=[]), (100.0, 0.0), 1000)) == "0 tok/s"
 
 
 def test_resume_takes_the_newest_checkpoint_that_was_saved_whole(tmp_path):

@@ -104,10 +104,19 @@ def status(
     from slm_factory.curation.review_log import reviewed_summary
 
     reviewed = reviewed_summary(workspace)
+    from slm_factory.live import is_running, read_progress
+
+    live = read_progress(workspace.root)
+    running = live if live is not None and is_running(live) else None
     if as_json:
         print(json.dumps({"stages": [asdict(r) for r in rows], "resume_from": start, "stats": stats,
-                          "reviewed": reviewed}, ensure_ascii=False, indent=2))
+                          "reviewed": reviewed, "running": running}, ensure_ascii=False, indent=2))
         return
+    if running is not None:
+        at = f", now at {running['current']}" if running.get("current") else ""
+        console.print(f"`{running['command']}` is running (process {running['pid']}, since {running['started']}{at}); "
+                      "the table shows what is on disk now; `slm-factory dashboard` follows it live",
+                      highlight=False, soft_wrap=True)
     from rich.table import Table
 
     table = Table("stage", "artifact", "exists", "items", "modified", "state")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from slm_factory.cli import app
-from slm_factory.cli.common import fail, teacher_summary, ConfigOption, QuietOption, RichProgress, RunProgress, VerboseOption, console, errors, load_project, locked, setup_output
+from slm_factory.cli.common import fail, teacher_summary, ConfigOption, Output, QuietOption, RichProgress, RunProgress, VerboseOption, console, errors, load_project, locked, setup_output
 from slm_factory.pipeline import StageContext, StageRun
 from slm_factory.workspace import Workspace
 
@@ -86,7 +86,8 @@ def _run_one(name: str, config: Path, *, standalone: bool = False, even_if_off: 
     its input is given with --data, or when `standalone`: the options name what it works on).
     `even_if_off`: the command runs the stage although its `enabled` key (which decides whether
     `run` includes it) is off."""
-    from slm_factory.pipeline import run_stage, run_with_prerequisites, stage_named
+    from slm_factory.live import publishing
+    from slm_factory.pipeline import run_stage, run_with_prerequisites, stage_named, stages_needed_for
 
     ctx = _context(config, **options)
     stage = stage_named(name)
@@ -94,13 +95,16 @@ def _run_one(name: str, config: Path, *, standalone: bool = False, even_if_off: 
         key = _ENABLE_KEYS.get(name, f"{name}.enabled")
         console.print(f"{name}: off in {config} (set {key}: true to run it)", highlight=False, soft_wrap=True)
         raise typer.Exit(0)
+    alone = bool(options.get("data") or standalone)
     try:
         with locked(ctx.workspace.root, name):
-            if options.get("data") or standalone:
-                runs = [run_stage(stage, ctx)]
-                _print_run(runs[0])
-            else:
-                runs = run_with_prerequisites(stage, ctx, report=_print_run)
+            before = [] if alone else [s.name for s in stages_needed_for(stage, ctx.config, ctx.workspace)]
+            with publishing(ctx, name, [*before, name]):
+                if alone:
+                    runs = [run_stage(stage, ctx)]
+                    _print_run(runs[0])
+                else:
+                    runs = run_with_prerequisites(stage, ctx, report=_print_run)
     except KeyboardInterrupt:
         raise _interrupted(ctx) from None
     if runs[-1].status == "failed":
@@ -182,12 +186,14 @@ def _known_stage(name: str) -> None:
 
 
 def run_stages(ctx: StageContext, start: str | None, end: str | None, resume: bool,
-               execute: Callable[[Callable[[StageRun], None]], list[StageRun]] | None = None) -> list[StageRun]:
+               execute: Callable[[Callable[[StageRun], None]], list[StageRun]] | None = None,
+               command: str = "run") -> list[StageRun]:
     """What `run` does once its config is loaded: the stages under one progress display, each
     stage's own lines as it ends, then the summary table (also after a failure or Ctrl-C).
     `execute(report)` runs them (default: run_pipeline; `update` wraps it)."""
     from rich.markup import escape
 
+    from slm_factory.live import publishing
     from slm_factory.pipeline import run_pipeline, select_stages
 
     names = [stage.name for stage in select_stages(start, end)]
@@ -202,7 +208,10 @@ def run_stages(ctx: StageContext, start: str | None, end: str | None, resume: bo
             progress.stages_done(len(runs))
 
     try:
-        with locked(ctx.workspace.root, "run"), progress.display():
+        if ctx.config.dashboard.enabled and not Output.quiet:
+            console.print(f"live view: slm-factory dashboard -c {ctx.config.source} (in another terminal)",
+                          highlight=False, soft_wrap=True)
+        with locked(ctx.workspace.root, command), progress.display(), publishing(ctx, command, names):
             if execute is None:
                 run_pipeline(ctx, start, end, resume, report=report)
             else:

@@ -42,7 +42,7 @@ def update_command(
         outcome.append(incremental.run_update(ctx, found, None, end, report))
         return outcome[0].runs
 
-    runs = run_stages(ctx, None, end, resume=True, execute=execute)
+    runs = run_stages(ctx, None, end, resume=True, execute=execute, command="update")
     if outcome:
         print_outcome(outcome[0])
     if any(run.status == "failed" for run in runs):

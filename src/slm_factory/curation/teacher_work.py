@@ -193,6 +193,7 @@ async def _ask_pending(ctx: StageContext, ledger: _Ledger, work: TeacherWork,
     from slm_factory.teacher import TeacherError, open_teacher
 
     async with open_teacher(ctx.config, ctx.workspace, backend=ctx.teacher_backend) as teacher:
+        ctx.progress.teacher_opened(teacher)
         with ctx.progress.task(description, total) as advance:
             if work.reused:
                 advance(work.reused)

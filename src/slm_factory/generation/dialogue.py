@@ -95,6 +95,7 @@ def run(ctx: StageContext) -> StageResult:
 
     async def main() -> dict[str, Any]:
         async with open_teacher(ctx.config, ctx.workspace, backend=ctx.teacher_backend) as teacher:
+            ctx.progress.teacher_opened(teacher)
             with ctx.progress.task("Dialogues", len(groups)) as advance:
                 async for _ in teacher.map_unordered(groups, lambda group: build(teacher, group)):
                     advance()

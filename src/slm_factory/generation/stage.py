@@ -60,6 +60,7 @@ def run(ctx: StageContext) -> StageResult:
 
     async def main() -> tuple[Generator, dict]:
         async with open_teacher(ctx.config, ctx.workspace, backend=ctx.teacher_backend) as teacher:
+            ctx.progress.teacher_opened(teacher)
             with ctx.progress.task("Generating", len(jobs)) as advance:
                 generator = Generator(ctx.config, teacher, ledger, prompt,
                                       (TeacherError, prompts.ReplyShapeError), on_done=advance)

@@ -55,6 +55,12 @@ def run(ctx: StageContext) -> StageResult:
     if not files:
         formats = ", ".join(ctx.config.parsing.formats)
         return StageResult(failed=True, lines=[f"no documents ({formats}) in {folder}; add some and run parse again"])
+    chosen = ctx.options.get("only_documents")
+    if chosen:  # the wizard's "some documents": paths under the documents folder
+        wanted = set(chosen)
+        files = [path for path in files if path.relative_to(folder).as_posix() in wanted]
+        if not files:
+            return StageResult(failed=True, lines=[f"none of the chosen documents is in {folder} any more"])
 
     outcomes, reused = parse_all(files, folder, parse_options(ctx), ctx)
     documents = [o.document for o in outcomes if o.document is not None]

@@ -429,7 +429,10 @@ def _make_progress_callback() -> type:
             self.start = (time.monotonic(), state.epoch or 0.0)
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            self.advance(1, step_note(state, self.start, self.tokens_per_epoch))
+            loss, rate = step_figures(state, self.start, self.tokens_per_epoch)
+            self.advance(1, step_note(loss, rate))
+            self.ctx.progress.metrics(step=state.global_step, steps=state.max_steps, epoch=round(state.epoch or 0.0, 3),
+                                      loss=loss, tokens_per_s=round(rate, 1))
 
         def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.epoch_start = time.monotonic()
@@ -452,13 +455,18 @@ def _make_progress_callback() -> type:
     return Progress
 
 
-def step_note(state: Any, start: tuple[float, float], tokens_per_epoch: int) -> str:
-    """"loss 1.234 · 310 tok/s": the last logged training loss and the real tokens per second since
-    training (or this resumed run) began, from the share of epochs done."""
+def step_figures(state: Any, start: tuple[float, float], tokens_per_epoch: int) -> tuple[float | None, float]:
+    """The last logged training loss (None before the first log) and the real tokens per second
+    since training (or this resumed run) began, from the share of epochs done."""
     began, first_epoch = start
     seconds = time.monotonic() - began
     rate = ((state.epoch or 0.0) - first_epoch) * tokens_per_epoch / seconds if seconds > 0 else 0.0
     loss = next((e["loss"] for e in reversed(state.log_history) if "loss" in e), None)
+    return loss, rate
+
+
+def step_note(loss: float | None, rate: float) -> str:
+    """"loss 1.234 · 310 tok/s", for the progress bar."""
     return " · ".join([*([f"loss {loss:.3f}"] if loss is not None else []), f"{rate:.0f} tok/s"])
 
 
