@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from slm_factory.workspace import Checkpoint, Workspace, write_atomic
 
 
@@ -77,3 +79,10 @@ def test_atomic_write_gives_a_normal_file_mode(tmp_path: Path):
     mask = os.umask(0)
     os.umask(mask)
     assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~mask  # readable by others where the umask allows
+
+
+@pytest.mark.parametrize("data", [b"{", b"\xff\xfe not utf-8", b"[1, 2]", b'"text"', b'{"stages": [1]}', b""])
+def test_a_damaged_state_file_reads_as_no_state(tmp_path: Path, data: bytes):
+    """`status`, `run --resume` and the dashboard read it: a damaged one means nothing is up to date."""
+    (tmp_path / ".state.json").write_bytes(data)
+    assert Workspace(tmp_path).load_state() == {}

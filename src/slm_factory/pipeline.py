@@ -299,6 +299,15 @@ STAGES: list[Stage] = [
 ]
 
 
+# The key that turns each optional stage on (the others always run). split and eval share
+# eval.enabled: eval asks the questions split holds out.
+ENABLE_KEYS = {
+    "generate-dialogue": "dialogue.enabled", "validate": "validation.enabled", "score": "scoring.enabled",
+    "split": "eval.enabled", "augment": "augment.enabled", "analyze": "analyzer.enabled",
+    "export-gguf": "gguf_export.enabled", "eval": "eval.enabled", "compare": "compare.enabled",
+}
+
+
 def _analysed_extras(config: ProjectConfig) -> tuple[str, ...]:
     """Besides the pairs, analyze reads every enabled stage's rejections and the test set."""
     names = [name for stage in STAGES if stage.enabled(config) for name in stage.also_writes
@@ -426,8 +435,12 @@ def artifact_items(path: Path) -> int | None:
     return None
 
 
-def stage_status(config: ProjectConfig, workspace: Workspace) -> list[StageStatus]:
+def stage_status(config: ProjectConfig, workspace: Workspace,
+                 options: dict[str, Any] | None = None) -> list[StageStatus]:
+    """Every stage's artifact and whether it is up to date. `options`: the StageContext options a
+    run was given (the wizard's chosen documents), whose shaping options count as it recorded them."""
     state = workspace.load_state().get("stages", {})
+    options = options or {}
     rows = []
     stale_before = False
     for stage in STAGES:
@@ -436,7 +449,9 @@ def stage_status(config: ProjectConfig, workspace: Workspace) -> list[StageStatu
         recorded = state.get(stage.name, {})
         current = exists and not stale_before and recorded.get("config") == config_fingerprint(
             stage, config
-        ) and recorded.get("inputs") == input_fingerprint(stage, config, workspace) and recorded.get(
+        ) and recorded.get("inputs") == input_fingerprint(
+            stage, config, workspace, shaping={key: options[key] for key in stage.shaping_options if options.get(key)}
+        ) and recorded.get(
             "output"
         ) == output_signature(stage, workspace)
         enabled = stage.enabled(config)

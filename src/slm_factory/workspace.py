@@ -93,10 +93,15 @@ class Workspace:
 
     # -- run state ---------------------------------------------------------------------------
     def load_state(self) -> dict[str, Any]:
+        """The run state, or {} when there is none or it is damaged (not UTF-8, not JSON, not an
+        object of stages): every stage then counts as not up to date, which is safe."""
         try:
-            return json.loads(self.state_path.read_text(encoding="utf-8"))
-        except (FileNotFoundError, json.JSONDecodeError):
+            state = json.loads(self.state_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
             return {}
+        if not isinstance(state, dict) or not isinstance(state.get("stages", {}), dict):
+            return {}
+        return state
 
     def save_state(self, state: dict[str, Any]) -> None:
         write_atomic(self.state_path, json.dumps(state, ensure_ascii=False, indent=2).encode("utf-8"))

@@ -13,7 +13,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-from slm_factory.cli import demo, export, project, review, stages, update  # noqa: E402,F401  (registers commands)
+from slm_factory.cli import dashboard, demo, export, project, review, stages, update, wizard  # noqa: E402,F401  (registers commands)
 
 
 def main() -> None:

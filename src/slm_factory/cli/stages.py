@@ -92,7 +92,9 @@ def _run_one(name: str, config: Path, *, standalone: bool = False, even_if_off: 
     ctx = _context(config, **options)
     stage = stage_named(name)
     if not even_if_off and not stage.enabled(ctx.config):
-        key = _ENABLE_KEYS.get(name, f"{name}.enabled")
+        from slm_factory.pipeline import ENABLE_KEYS
+
+        key = ENABLE_KEYS.get(name, f"{name}.enabled")
         console.print(f"{name}: off in {config} (set {key}: true to run it)", highlight=False, soft_wrap=True)
         raise typer.Exit(0)
     alone = bool(options.get("data") or standalone)
@@ -112,8 +114,6 @@ def _run_one(name: str, config: Path, *, standalone: bool = False, even_if_off: 
     return runs[-1]
 
 
-_ENABLE_KEYS = {"validate": "validation.enabled", "score": "scoring.enabled", "split": "eval.enabled",
-                "augment": "augment.enabled", "analyze": "analyzer.enabled", "generate-dialogue": "dialogue.enabled"}
 
 
 def _interrupted(ctx: StageContext) -> typer.Exit:
