@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from slm_factory.config import parse_config
-from slm_factory.pipeline import StageContext, StageError
+from slm_factory.pipeline import Progress, StageContext, StageError
 from slm_factory.training import sft
 from slm_factory.training.sft import Feature, validation_split
 from slm_factory.workspace import Workspace
@@ -35,6 +35,16 @@ def write_training_data(path: Path, repeats: int = 3) -> None:
                                      "text": "", "tokens": 0}, ensure_ascii=False))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+class StepFigures(Progress):
+    """Keeps the training figures the stage hands its progress at every step."""
+
+    def __init__(self) -> None:
+        self.figures: list[dict[str, Any]] = []
+
+    def metrics(self, **values: Any) -> None:
+        self.figures.append(values)
 
 
 def make_ctx(tmp_path: Path, student: Path, **training: Any) -> StageContext:
@@ -97,10 +107,18 @@ def test_training_lowers_the_loss_moves_only_lora_weights_and_saves_the_adapter(
 
     monkeypatch.setattr(sft, "load_model", keep_model)
     monkeypatch.setattr(sft, "build_trainer", keep_trainer)
+    ctx.progress = StepFigures()
     result = sft.run(ctx)
 
     adapter = ctx.workspace.path("adapter")
     assert result.summary == f"Training complete! Adapter saved to: {adapter}"
+    # What the dashboard shows while training (live.PublishedProgress writes these): one set per step.
+    steps = [figures["step"] for figures in ctx.progress.figures]
+    assert steps == list(range(1, len(steps) + 1)) and len(steps) >= 9
+    assert {figures["steps"] for figures in ctx.progress.figures} == {len(steps)}
+    losses = [figures["loss"] for figures in ctx.progress.figures if figures["loss"] is not None]
+    assert losses and all(9 < loss < 12 for loss in losses)  # the random model's ln(vocabulary) ~ 10.8
+    assert all(figures["tokens_per_s"] >= 0 for figures in ctx.progress.figures)
     assert (adapter / "adapter_config.json").is_file() and (adapter / "tokenizer_config.json").is_file()
     assert (adapter.parent / "loss_curve.png").stat().st_size > 1000
     assert result.counts["validation"] > 0 and result.counts["train"] + result.counts["validation"] == 18
