@@ -538,12 +538,15 @@ def stages_needed_for(target: Stage, config: ProjectConfig, workspace: Workspace
 
 
 def run_with_prerequisites(
-    target: Stage, ctx: StageContext, report: Callable[[StageRun], None] = lambda run: None
+    target: Stage, ctx: StageContext, report: Callable[[StageRun], None] = lambda run: None,
+    needed: list[Stage] | None = None,
 ) -> list[StageRun]:
-    """Run what `target` needs that is missing or stale, then `target`; stop at a failure.
-    `report` hears of each stage as it ends."""
+    """Run what `target` needs that is missing or stale (`needed`, when the caller has already
+    asked stages_needed_for), then `target`; stop at a failure. `report` hears of each stage as it ends."""
+    if needed is None:
+        needed = stages_needed_for(target, ctx.config, ctx.workspace)
     runs: list[StageRun] = []
-    for stage in [*stages_needed_for(target, ctx.config, ctx.workspace), target]:
+    for stage in [*needed, target]:
         run = run_stage(stage, ctx)
         report(run)
         runs.append(run)

@@ -95,13 +95,20 @@ class Workspace:
     def load_state(self) -> dict[str, Any]:
         """The run state, or {} when there is none or it is damaged (not UTF-8, not JSON, not an
         object of stages): every stage then counts as not up to date, which is safe."""
+        return self.read_state()[0]
+
+    def read_state(self) -> tuple[dict[str, Any], str]:
+        """(the run state or {}, why the file could not be used: "" when it could or is absent)."""
+        name = self.state_path.name
         try:
             state = json.loads(self.state_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-            return {}
+        except FileNotFoundError:
+            return {}, ""
+        except (OSError, ValueError) as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            return {}, f"{name} could not be read ({type(error).__name__})"
         if not isinstance(state, dict) or not isinstance(state.get("stages", {}), dict):
-            return {}
-        return state
+            return {}, f"{name} is not a run state (not a JSON object with a stages object)"
+        return state, ""
 
     def save_state(self, state: dict[str, Any]) -> None:
         write_atomic(self.state_path, json.dumps(state, ensure_ascii=False, indent=2).encode("utf-8"))

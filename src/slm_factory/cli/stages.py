@@ -100,13 +100,13 @@ def _run_one(name: str, config: Path, *, standalone: bool = False, even_if_off: 
     alone = bool(options.get("data") or standalone)
     try:
         with locked(ctx.workspace.root, name):
-            before = [] if alone else [s.name for s in stages_needed_for(stage, ctx.config, ctx.workspace)]
-            with publishing(ctx, name, [*before, name]):
+            needed = [] if alone else stages_needed_for(stage, ctx.config, ctx.workspace)
+            with publishing(ctx, name, [*(s.name for s in needed), name]):
                 if alone:
                     runs = [run_stage(stage, ctx)]
                     _print_run(runs[0])
                 else:
-                    runs = run_with_prerequisites(stage, ctx, report=_print_run)
+                    runs = run_with_prerequisites(stage, ctx, report=_print_run, needed=needed)
     except KeyboardInterrupt:
         raise _interrupted(ctx) from None
     if runs[-1].status == "failed":

@@ -87,19 +87,6 @@ def watched_paths(config: ProjectConfig, workspace: Workspace) -> list[Path]:
     return paths
 
 
-def state_file_problem(path: Path) -> str:
-    """Why `.state.json` cannot be trusted, or "" (a missing file is fine: nothing has run)."""
-    try:
-        data = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        return ""
-    except (OSError, ValueError) as error:
-        return f"{path.name} could not be read ({type(error).__name__})"
-    if not isinstance(data, dict) or not isinstance(data.get("stages", {}), dict):
-        return f"{path.name} is not a run state (not a JSON object with a stages object)"
-    return ""
-
-
 def json_unreadable(path: Path) -> bool:
     try:
         json.loads(path.read_bytes())
@@ -195,7 +182,7 @@ class ProjectWatcher:
         signature = tuple(path_signature(path) for path in self._paths)
         if signature == self._signature:
             return
-        problem = state_file_problem(self.workspace.state_path)
+        problem = self.workspace.read_state()[1]
         if problem and self.rows is not None:
             self._signature, self._table_problem = signature, f"{problem}; the stage table shows the last good state"
             return
