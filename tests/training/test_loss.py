@@ -41,6 +41,21 @@ def lora_model(tiny_llama):
     return model
 
 
+def labelled_trainer(tmp_path, model, tokenizer, batch_features, checkpointing: bool = False):
+    """Our SFTTrainer subclass over these features, one process on the CPU, no bf16 autocast."""
+    from datasets import Dataset
+    from trl import SFTConfig
+
+    from slm_factory.training.loss import labelled_head_trainer_class
+
+    args = SFTConfig(output_dir=str(tmp_path), max_length=256, report_to="none", bf16=False,
+                     activation_checkpointing=checkpointing, dataset_kwargs={"skip_prepare_dataset": True},
+                     remove_unused_columns=False, use_cpu=True)
+    dataset = Dataset.from_dict({k: [f[k] for f in batch_features] for k in ("input_ids", "labels")})
+    return labelled_head_trainer_class()(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                                         data_collator=SegmentCollator())
+
+
 def lora_grads(model) -> dict:
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
@@ -77,22 +92,13 @@ def test_labelled_loss_and_lora_gradients_match_the_full_logits_loss(tiny_llama,
 def test_the_trainer_subclass_gives_trls_loss(tmp_path, tiny_llama, smollm2_tokenizer):
     """Our compute_loss against trl's own (fused head, every position) on the same batch and model."""
     import torch
-    from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
-
-    from slm_factory.training.loss import labelled_head_trainer_class
+    from trl import SFTTrainer
 
     model = lora_model(tiny_llama)
     attention.use_segments(model)
     batch_features = features(smollm2_tokenizer, 3)
-    collator = SegmentCollator()
-    args = SFTConfig(output_dir=str(tmp_path), max_length=256, report_to="none", bf16=False,
-                     gradient_checkpointing=False, dataset_kwargs={"skip_prepare_dataset": True},
-                     remove_unused_columns=False, use_cpu=True)
-    dataset = Dataset.from_dict({k: [f[k] for f in batch_features] for k in ("input_ids", "labels")})
-    trainer = labelled_head_trainer_class()(model=model, args=args, train_dataset=dataset,
-                                            processing_class=smollm2_tokenizer, data_collator=collator)
-    batch = collator(batch_features)
+    trainer = labelled_trainer(tmp_path, model, smollm2_tokenizer, batch_features)
+    batch = SegmentCollator()(batch_features)
     trainer.model.train()
     ours = trainer.compute_loss(trainer.model, dict(batch))
     theirs = SFTTrainer.compute_loss(trainer, trainer.model, dict(batch))
@@ -107,13 +113,13 @@ def test_a_bf16_base_on_cpu_trains_its_lora_in_bf16_with_fp32_weights_and_attent
     peft's own casting is back."""
     import torch
     import torch.nn.functional as F
-    from datasets import Dataset
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
-    from trl import SFTConfig
 
-    from slm_factory.training.loss import bf16_on_cpu, labelled_head_trainer_class
+    from slm_factory.training import loss as loss_module
+    from slm_factory.training.loss import bf16_on_cpu
 
+    monkeypatch.setattr(loss_module, "FUSED_LORA", False)  # lora_A is called by peft's forward (fused: test_lora_forward)
     base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.bfloat16)
     model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM",
                                             init_lora_weights=False))
@@ -129,12 +135,7 @@ def test_a_bf16_base_on_cpu_trains_its_lora_in_bf16_with_fp32_weights_and_attent
                         lambda q, *a, **k: attention_inputs.append(q.dtype) or sdpa(q, *a, **k))
 
     batch_features = features(smollm2_tokenizer, 1)
-    args = SFTConfig(output_dir=str(tmp_path), max_length=256, report_to="none", bf16=False,
-                     activation_checkpointing=False, dataset_kwargs={"skip_prepare_dataset": True},
-                     remove_unused_columns=False, use_cpu=True)
-    dataset = Dataset.from_dict({k: [f[k] for f in batch_features] for k in ("input_ids", "labels")})
-    trainer = labelled_head_trainer_class()(model=model, args=args, train_dataset=dataset,
-                                            processing_class=smollm2_tokenizer, data_collator=SegmentCollator())
+    trainer = labelled_trainer(tmp_path, model, smollm2_tokenizer, batch_features)
     batch = SegmentCollator()(batch_features)
 
     def loss_and_grads(in_context: bool):
@@ -161,3 +162,67 @@ def test_a_bf16_base_on_cpu_trains_its_lora_in_bf16_with_fp32_weights_and_attent
     assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
     _, _, after, _ = loss_and_grads(in_context=False)
     assert after == [torch.float32]  # peft's casting is restored when the context ends
+
+
+@pytest.mark.parametrize("rows", [0, 1, 3, 7, 16])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_the_chunked_head_loss_equals_cross_entropy_over_the_whole_logits(monkeypatch, rows, dtype):
+    """Loss, top-1 count and the hidden states' gradient as F.cross_entropy over the full logits
+    gives them, for row counts below, at and across the chunk size (3 here), and for a scaled
+    upstream gradient (the trainer divides the sum by the token count)."""
+    import torch
+    import torch.nn.functional as F
+
+    from slm_factory.training import loss as loss_module
+
+    monkeypatch.setattr(loss_module, "HEAD_CHUNK", 3)
+    generator = torch.Generator().manual_seed(rows)
+    kind = getattr(torch, dtype)
+    weight = torch.randn(50, 8, generator=generator).to(kind)
+    hidden = torch.randn(rows, 8, generator=generator).to(kind)
+    targets = torch.randint(0, 50, (rows,), generator=generator)
+    if rows:
+        targets[0] = int(F.linear(hidden[:1], weight).argmax())  # at least one right guess to count
+
+    ours_in = hidden.clone().requires_grad_()
+    total, correct = loss_module.head_cross_entropy(ours_in, weight, targets)
+    (total / 4).backward()
+    reference_in = hidden.clone().requires_grad_()
+    logits = F.linear(reference_in, weight).float()
+    expected = F.cross_entropy(logits, targets, reduction="sum")
+    (expected / 4).backward()
+
+    loose = dtype == "bfloat16"
+    assert total.dtype == torch.float32
+    assert torch.allclose(total, expected.detach(), rtol=1e-3 if loose else 1e-5, atol=1e-4)
+    assert int(correct) == int((logits.argmax(dim=-1) == targets).sum()) and (int(correct) >= 1 or not rows)
+    assert ours_in.grad.dtype == kind and ours_in.grad.shape == hidden.shape
+    assert torch.allclose(ours_in.grad.float(), reference_in.grad.float(), rtol=2e-2 if loose else 1e-5,
+                          atol=2e-3 if loose else 1e-6)
+
+
+def test_the_chunked_head_loss_never_keeps_the_logits_for_the_backward_pass():
+    """What autograd saves for the backward pass is the size of the hidden states, not of the logits."""
+    import torch
+
+    from slm_factory.training.loss import head_cross_entropy
+
+    saved: list = []
+    weight = torch.randn(1000, 16)
+    hidden = torch.randn(40, 16, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.shape) or t, lambda t: t):
+        total, _ = head_cross_entropy(hidden, weight, torch.randint(0, 1000, (40,)))
+    total.backward()
+    assert saved and all(shape.numel() <= hidden.numel() for shape in saved), saved
+
+
+def test_a_trained_head_keeps_autograd_through_the_whole_logits(tiny_llama, smollm2_tokenizer):
+    """A head that trains (modules_to_save, or an untied head made trainable) gets its gradient: the
+    chunked loss serves only a frozen head without bias."""
+    model = lora_model(tiny_llama)
+    head = model.get_base_model().get_output_embeddings()
+    head.weight.requires_grad_(True)
+    batch = PaddedCollator(smollm2_tokenizer.pad_token_id)(features(smollm2_tokenizer, 0))
+    loss, _, _ = labelled_loss(model, batch)
+    loss.backward()
+    assert head.weight.grad is not None and float(head.weight.grad.abs().sum()) > 0

@@ -191,3 +191,20 @@ def test_padded_rows_give_each_example_its_own_logits(tiny_llama_dir, features):
     for r, feature in enumerate(features):
         n = len(feature["input_ids"])
         torch.testing.assert_close(logits[r, :n], alone_logits(eager, feature), atol=1e-5, rtol=1e-5)
+
+
+def test_an_examples_mask_sees_the_prefix_and_its_own_past_and_the_cache_stays_bounded():
+    import torch
+
+    from slm_factory.training import attention
+
+    mask = attention._prefix_mask(3, 2, torch.float32, torch.device("cpu"))
+    seen = mask == 0
+    assert seen.tolist() == [[True, True, True, False, False],
+                             [True, True, True, True, False],
+                             [True, True, True, True, True]]
+    assert bool(torch.isneginf(mask[~seen]).all())
+    assert attention._prefix_mask(3, 2, torch.float32, torch.device("cpu")) is mask  # made once, shared by layers
+    for length in range(1, 400):
+        attention._prefix_mask(length, 7, torch.float32, torch.device("cpu"))
+    assert len(attention._MASKS) <= 256
