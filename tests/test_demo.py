@@ -33,6 +33,8 @@ def test_the_demo_trains_a_student_that_beats_its_base_on_held_out_questions(tmp
     assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
 
     state = json.loads((folder / "output" / ".state.json").read_text())["stages"]
+    published = json.loads((folder / "output" / ".progress.json").read_text())
+    assert (published["command"], published["outcome"]) == ("demo", "done")
     assert set(DEMO_STAGES) <= {stage.name for stage in STAGES}
     assert [name for name in DEMO_STAGES if name not in state] == []
     assert state["score"]["counts"]["passed"] > 0 and state["augment"]["counts"]["paraphrases"] > 0

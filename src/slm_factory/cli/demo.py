@@ -30,7 +30,7 @@ def demo(
     console.print(f"Demo project: {config} (documents in {path / 'documents'}); every stage runs now, "
                   "a second `slm-factory demo` resumes where this one stopped.", highlight=False, soft_wrap=True)
     ctx = _context(config)
-    runs = run_stages(ctx, None, None, resume=True)
+    runs = run_stages(ctx, None, None, resume=True, command="demo")
     _language_note(ctx)
     if any(run.status == "failed" for run in runs):
         raise typer.Exit(1)
