@@ -171,10 +171,19 @@ def trl_defaults(ctx: Any, chats: list[Any], steps: int) -> Any:
                       train_dataset=Dataset.from_list([{"messages": c} for c in chats]), peft_config=lora)
 
 
+def stage_features(ctx: Any, chats: list[Any]) -> tuple[Any, list[Any]]:
+    """(tokenizer, features) as the train stage tokenizes these chats: prompt masked, nothing cut."""
+    from slm_factory.training import sft
+    from slm_factory.training.models import load_tokenizer
+
+    records = [{"id": str(i), "group": str(i), "messages": c} for i, c in enumerate(chats)]
+    tokenizer = load_tokenizer(ctx.config)
+    return tokenizer, sft.tokenized(tokenizer, records, ctx.config.student.max_seq_length)[0]
+
+
 def ours(ctx: Any, chats: list[Any], steps: int, bf16: bool = True, share_prefix: bool = True,
          padded: bool = False, fp32_attention: bool = True, bf16_lora: bool = True, fused_lora: bool = True) -> Any:
     from slm_factory.training import attention, loss, sft
-    from slm_factory.training.models import load_tokenizer
     from slm_factory.training.packing import PaddedCollator, SegmentCollator
 
     attention.FP32_ON_CPU = fp32_attention
@@ -182,9 +191,7 @@ def ours(ctx: Any, chats: list[Any], steps: int, bf16: bool = True, share_prefix
     loss.FUSED_LORA = fused_lora
     if not bf16:
         ctx = project_ctx(ctx.workspace.root.parent / "fp32", bf16=False)
-    tokenizer = load_tokenizer(ctx.config)
-    records = [{"id": str(i), "group": str(i), "messages": c} for i, c in enumerate(chats)]
-    features, _ = sft.tokenized(tokenizer, records, ctx.config.student.max_seq_length)
+    tokenizer, features = stage_features(ctx, chats)
     model, _ = sft.load_model(ctx)
     trainer = sft.build_trainer(ctx, model, tokenizer, features, [])
     if not isinstance(trainer.data_collator, SegmentCollator):
@@ -229,15 +236,12 @@ def matmul_ceiling(ctx: Any, chats: list[Any], warmup: int, steps: int) -> dict[
     import torch
     import torch.nn.functional as F
 
-    from slm_factory.training import sft
-    from slm_factory.training.models import load_tokenizer, resolve_student
+    from slm_factory.training.models import resolve_student
     from slm_factory.training.packing import SegmentCollator, real_tokens
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(resolve_student(ctx.config)).get_text_config()
-    tokenizer = load_tokenizer(ctx.config)
-    records = [{"id": str(i), "group": str(i), "messages": c} for i, c in enumerate(chats)]
-    features, _ = sft.tokenized(tokenizer, records, ctx.config.student.max_seq_length)
+    _, features = stage_features(ctx, chats)
     rows = [{"input_ids": f.input_ids, "labels": f.labels} for f in features]
     batches = [SegmentCollator()(rows[i * BATCH:(i + 1) * BATCH]) for i in range(warmup, warmup + steps)]
     d, ffn = config.hidden_size, config.intermediate_size
