@@ -16,12 +16,13 @@ warm-up steps that are not timed:
 - ours: the train stage as it runs here (sft.build_trainer): bf16 base weights where this CPU
   multiplies bf16 faster (LoRA weights fp32, their matmuls bf16 under autocast), a batch packed into
   one row with segment attention, the shared prompt computed once, the vocabulary head on labelled
-  positions only, no checkpointing.
+  positions only, attention as bf16 matmuls with an fp32 softmax, no checkpointing.
 - the same without one piece each (run with --only): "ours, fp32 base", "ours, prefix repeated"
   (every example carries its own system turn), "ours, padded" (one example per row, padded),
-  "ours, bf16 attention" (attention in the base weights' bf16 instead of fp32), "ours, fp32 LoRA
+  "ours, flash attention" (PyTorch's fp32 flash kernel instead of attention.matmul_segments' bf16
+  matmuls), "ours, bf16 flash attention" (that kernel in the weights' bf16), "ours, fp32 LoRA
   compute" (peft's own casting: every LoRA layer's input copied to fp32 and back), "ours, peft LoRA
-  forward" (peft's base + B(A(x)) * scaling instead of lora_forward's one fused multiply-add).
+  forward" (peft's base + B(A(x)) * scaling instead of lora_forward's one multiply-add).
 
 - matmul ceiling (not a trainer, run with --only): the fastest any exact LoRA step could go on these
   batches here: the step's frozen bf16 matmuls timed alone at their real shapes, LoRA and attention
@@ -182,11 +183,13 @@ def stage_features(ctx: Any, chats: list[Any]) -> tuple[Any, list[Any]]:
 
 
 def ours(ctx: Any, chats: list[Any], steps: int, bf16: bool = True, share_prefix: bool = True,
-         padded: bool = False, fp32_attention: bool = True, bf16_lora: bool = True, fused_lora: bool = True) -> Any:
+         padded: bool = False, fp32_attention: bool = True, bf16_lora: bool = True, fused_lora: bool = True,
+         matmul_attention: bool = True) -> Any:
     from slm_factory.training import attention, loss, sft
     from slm_factory.training.packing import PaddedCollator, SegmentCollator
 
     attention.FP32_ON_CPU = fp32_attention
+    attention.MATMUL_ON_CPU = matmul_attention
     loss.LORA_BF16_ON_CPU = bf16_lora
     loss.FUSED_LORA = fused_lora
     if not bf16:
@@ -291,7 +294,9 @@ VARIANTS = {
     "ours, fp32 base": lambda ctx, chats, steps: ours(ctx, chats, steps, bf16=False),
     "ours, prefix repeated": lambda ctx, chats, steps: ours(ctx, chats, steps, share_prefix=False),
     "ours, padded": lambda ctx, chats, steps: ours(ctx, chats, steps, padded=True),
-    "ours, bf16 attention": lambda ctx, chats, steps: ours(ctx, chats, steps, fp32_attention=False),
+    "ours, flash attention": lambda ctx, chats, steps: ours(ctx, chats, steps, matmul_attention=False),
+    "ours, bf16 flash attention": lambda ctx, chats, steps: ours(ctx, chats, steps, fp32_attention=False,
+                                                                 matmul_attention=False),
     "ours, fp32 LoRA compute": lambda ctx, chats, steps: ours(ctx, chats, steps, bf16_lora=False),
     "ours, peft LoRA forward": lambda ctx, chats, steps: ours(ctx, chats, steps, fused_lora=False),
     "trl defaults": trl_defaults,

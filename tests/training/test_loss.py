@@ -105,12 +105,13 @@ def test_the_trainer_subclass_gives_trls_loss(tmp_path, tiny_llama, smollm2_toke
     assert torch.allclose(ours, theirs, rtol=1e-5, atol=1e-6)
 
 
-def test_a_bf16_base_on_cpu_trains_its_lora_in_bf16_with_fp32_weights_and_attention(tmp_path, tiny_llama_dir,
-                                                                                    smollm2_tokenizer, monkeypatch):
+@pytest.mark.parametrize("matmul_attention", [True, False])
+def test_a_bf16_base_on_cpu_trains_its_lora_in_bf16_with_fp32_weights(tmp_path, tiny_llama_dir, smollm2_tokenizer,
+                                                                      monkeypatch, matmul_attention):
     """Inside the trainer's loss context (loss.lora_in_bf16) the LoRA layers get the bf16 activations
-    as they are (no fp32 copy), segment attention still runs fp32, the LoRA weights and gradients stay
-    fp32, and the loss and gradients are the fp32-adapter path's within bf16 rounding. Outside it,
-    peft's own casting is back."""
+    as they are (no fp32 copy), segment attention runs as bf16 matmuls (or, switched off, the fp32
+    flash kernel), the LoRA weights and gradients stay fp32, and the loss and gradients are the
+    fp32-adapter path's within bf16 rounding. Outside it, peft's own casting is back."""
     import torch
     import torch.nn.functional as F
     from peft import LoraConfig, get_peft_model
@@ -129,10 +130,14 @@ def test_a_bf16_base_on_cpu_trains_its_lora_in_bf16_with_fp32_weights_and_attent
     lora_inputs: list = []
     first_lora_a = next(m for n, m in model.named_modules() if n.endswith("lora_A.default"))
     first_lora_a.register_forward_hook(lambda module, args, out: lora_inputs.append(args[0].dtype))
+    monkeypatch.setattr(attention, "MATMUL_ON_CPU", matmul_attention)
     attention_inputs: list = []
     sdpa = F.scaled_dot_product_attention
     monkeypatch.setattr(F, "scaled_dot_product_attention",
-                        lambda q, *a, **k: attention_inputs.append(q.dtype) or sdpa(q, *a, **k))
+                        lambda q, *a, **k: attention_inputs.append(("sdpa", q.dtype)) or sdpa(q, *a, **k))
+    segments = attention.matmul_segments
+    monkeypatch.setattr(attention, "matmul_segments",
+                        lambda q, *a, **k: attention_inputs.append(("matmul", q.dtype)) or segments(q, *a, **k))
 
     batch_features = features(smollm2_tokenizer, 1)
     trainer = labelled_trainer(tmp_path, model, smollm2_tokenizer, batch_features)
@@ -152,7 +157,8 @@ def test_a_bf16_base_on_cpu_trains_its_lora_in_bf16_with_fp32_weights_and_attent
     fp32_loss, fp32_grads, fp32_lora_in, _ = loss_and_grads(in_context=False)
     loss, grads, lora_in, attention_in = loss_and_grads(in_context=True)
     assert fp32_lora_in == [torch.float32] and lora_in == [torch.bfloat16]
-    assert attention_in and set(attention_in) == {torch.float32}
+    assert attention_in and set(attention_in) == ({("matmul", torch.bfloat16)} if matmul_attention
+                                                  else {("sdpa", torch.float32)})
     assert torch.allclose(loss.float(), fp32_loss.float(), rtol=2e-2)
     assert grads.keys() == fp32_grads.keys() and grads
     for name, grad in grads.items():
@@ -166,16 +172,19 @@ def test_a_bf16_base_on_cpu_trains_its_lora_in_bf16_with_fp32_weights_and_attent
 
 @pytest.mark.parametrize("rows", [0, 1, 3, 7, 16])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_the_chunked_head_loss_equals_cross_entropy_over_the_whole_logits(monkeypatch, rows, dtype):
+@pytest.mark.parametrize("block", [1, 2, 32])
+def test_the_chunked_head_loss_equals_cross_entropy_over_the_whole_logits(monkeypatch, rows, dtype, block):
     """Loss, top-1 count and the hidden states' gradient as F.cross_entropy over the full logits
-    gives them, for row counts below, at and across the chunk size (3 here), and for a scaled
-    upstream gradient (the trainer divides the sum by the token count)."""
+    gives them, for row counts below, at and across the chunk size (3 here) and the softmax's blocks
+    within a chunk (1, 2 or the whole chunk), and for a scaled upstream gradient (the trainer divides
+    the sum by the token count)."""
     import torch
     import torch.nn.functional as F
 
     from slm_factory.training import loss as loss_module
 
     monkeypatch.setattr(loss_module, "HEAD_CHUNK", 3)
+    monkeypatch.setattr(loss_module, "HEAD_BLOCK", block)
     generator = torch.Generator().manual_seed(rows)
     kind = getattr(torch, dtype)
     weight = torch.randn(50, 8, generator=generator).to(kind)

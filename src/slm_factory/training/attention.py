@@ -12,6 +12,13 @@ masked work and keeps sdpa off its fast kernels: segment attention trained 1.7x 
 cores (146 vs 87 real tokens/s, SmolLM2 fp32, batches of 8 examples of 120-400 tokens). And the shared prefix is computed once per batch instead of once per
 example: the same activations, so the same loss and gradients, for less work.
 
+On a CPU with a bf16 model, each example's attention is two batched bf16 matmuls (four in the
+backward pass) around a softmax computed in fp32 (`matmul_segments`): the precision of transformers'
+eager attention in bf16, at the rate of the bf16 matmul units. PyTorch's fp32 flash kernel for CPUs
+reaches ~40 GFLOP/s on these shapes and was 17% of a training step; alternating steps on one batch
+of SmolLM2 took 3.65 s against 3.98 s (median of 9 each). Longer examples keep the flash kernel
+(their probabilities would take too much memory to keep for the backward pass).
+
 transformers finds the function by name through ``AttentionInterface``; the mask factory of the
 same name returns None, so no mask is ever built.
 """
@@ -23,6 +30,11 @@ from typing import Any
 
 NAME = "slm_segments"
 FP32_ON_CPU = True  # attention in fp32 when the model runs bf16 on a CPU (bench/train.py turns it off to compare)
+MATMUL_ON_CPU = True  # matmul_segments for a bf16 model on a CPU (bench/train.py turns it off to compare)
+# Keys (prefix + example) up to which matmul_segments serves: it keeps each example's [heads, tokens,
+# keys] bf16 probabilities for the backward pass, which at 1,024 keys weigh about what the rest of a
+# layer keeps for those tokens.
+MATMUL_MAX_KEYS = 1024
 _registered = False
 
 
@@ -42,6 +54,8 @@ def segment_attention(module: Any, query: Any, key: Any, value: Any, attention_m
     prefix = bounds[0]
     gqa = getattr(module, "num_key_value_groups", 1) > 1
     dtype = query.dtype
+    if MATMUL_ON_CPU and _matmul_serves(query, bounds, dropout):
+        return matmul_segments(query, key, value, bounds, scaling), None
     fp32 = FP32_ON_CPU and query.device.type == "cpu" and (dtype != torch.float32 or torch.is_autocast_enabled("cpu"))
     if fp32:
         # PyTorch's CPU attention kernels run fp32 faster than bf16 here: a layer's forward and
@@ -70,22 +84,105 @@ def segment_attention(module: Any, query: Any, key: Any, value: Any, attention_m
     return torch.cat(parts, dim=2).to(dtype).transpose(1, 2).contiguous(), None
 
 
-_MASKS: dict[tuple[int, int, Any, Any], Any] = {}
-
-
-def _prefix_mask(length: int, prefix: int, dtype: Any, device: Any) -> Any:
-    """The additive mask of an example's ``length`` tokens over the prefix and themselves: token i
-    sees the whole prefix and its own tokens 0..i. Made once per shape and reused by every layer
-    (a boolean mask would be made and converted to this by sdpa at every call)."""
+def _matmul_serves(query: Any, bounds: list[int], dropout: float) -> bool:
     import torch
 
-    key = (length, prefix, dtype, device)
+    longest = max(end - start for start, end in zip(bounds[:-1], bounds[1:]))
+    return (query.device.type == "cpu" and query.dtype == torch.bfloat16 and not dropout
+            and bounds[0] + longest <= MATMUL_MAX_KEYS)
+
+
+def matmul_segments(query: Any, key: Any, value: Any, bounds: list[int], scaling: float | None) -> Any:
+    """segment_attention's result as batched matmuls (`_matmul_attention_function`): the prefix
+    causally over itself, then each example over the prefix and causally over its own tokens.
+    Returns ``[1, tokens, heads, dim]``."""
+    import torch
+
+    prefix = bounds[0]
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    attend = _matmul_attention_function().apply
+    sizes = [end - start for start, end in zip(bounds[:-1], bounds[1:])]
+    if prefix:
+        sizes.insert(0, prefix)
+    groups = query.shape[1] // key.shape[1]  # query heads per key/value head
+
+    def mask(length: int, seen_prefix: int) -> Any:
+        return _prefix_mask(length, seen_prefix, query.dtype, query.device, groups)
+
+    queries, keys, values = (t[0].split(sizes, dim=1) for t in (query, key, value))
+    if not prefix:
+        parts = [attend(q, k, v, mask(q.shape[1], 0), scale) for q, k, v in zip(queries, keys, values)]
+    else:
+        parts = [attend(queries[0], keys[0], values[0], mask(prefix, 0), scale)]
+        for q, k, v in zip(queries[1:], keys[1:], values[1:]):
+            parts.append(attend(q, torch.cat([keys[0], k], dim=1), torch.cat([values[0], v], dim=1),
+                                mask(q.shape[1], prefix), scale))
+    return torch.cat(parts, dim=1).transpose(0, 1).unsqueeze(0).contiguous()
+
+
+_MATMUL_ATTENTION: Any = None
+
+
+def _matmul_attention_function() -> Any:
+    """The autograd function of one example's attention: ``query`` ``[heads, tokens, dim]``, ``key``
+    and ``value`` ``[kv_heads, keys, dim]``, and the additive ``mask`` of `_prefix_mask` for as many
+    query heads as share a key/value head, all in one dtype. The heads that share a key/value head
+    are stacked into one matmul instead of repeating the keys. In bf16 the scores and probabilities
+    are transformers' eager attention's: the scores rounded to bf16 once (the matmul adds the mask
+    to its fp32 sums), the softmax computed in fp32 and rounded to bf16 for the value matmul."""
+    global _MATMUL_ATTENTION
+    if _MATMUL_ATTENTION is not None:
+        return _MATMUL_ATTENTION
+    import torch
+
+    class MatmulAttention(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, query: Any, key: Any, value: Any, mask: Any, scale: float) -> Any:
+            heads, tokens, dim = query.shape
+            groups = key.shape[0]
+            stacked = query.reshape(groups, heads // groups * tokens, dim)
+            # The CPU softmax of a bf16 tensor computes in fp32 and rounds once: the same probabilities
+            # as an fp32 copy's softmax rounded to bf16, without the fp32 tensors (1.5 of 2 ms of
+            # an example's forward went to them).
+            probabilities = torch.softmax(torch.baddbmm(mask, stacked, key.transpose(1, 2), alpha=scale), dim=-1)
+            ctx.save_for_backward(stacked, key, value, probabilities)
+            ctx.scale = scale
+            return torch.bmm(probabilities, value).view(heads, tokens, dim)
+
+        @staticmethod
+        def backward(ctx: Any, grad_output: Any) -> Any:
+            stacked, key, value, probabilities = ctx.saved_tensors
+            heads, tokens, dim = grad_output.shape
+            grad = grad_output.reshape(key.shape[0], -1, dim).to(value.dtype)
+            grad_value = torch.bmm(probabilities.transpose(1, 2), grad)
+            grad_probabilities = torch.bmm(grad, value.transpose(1, 2))
+            grad_scores = torch._softmax_backward_data(grad_probabilities, probabilities, -1, probabilities.dtype)
+            grad_query = torch.bmm(grad_scores, key).mul_(ctx.scale).view(heads, tokens, dim)
+            grad_key = torch.bmm(grad_scores.transpose(1, 2), stacked).mul_(ctx.scale)
+            return grad_query, grad_key, grad_value, None, None
+
+    _MATMUL_ATTENTION = MatmulAttention
+    return _MATMUL_ATTENTION
+
+
+_MASKS: dict[tuple[int, int, Any, Any, int], Any] = {}
+
+
+def _prefix_mask(length: int, prefix: int, dtype: Any, device: Any, stacked: int = 1) -> Any:
+    """The additive mask of an example's ``length`` tokens over the prefix and themselves: token i
+    sees the whole prefix and its own tokens 0..i; ``stacked`` times over for as many heads stacked
+    row-wise (`matmul_segments`). Made once per shape and reused by every layer (a boolean mask
+    would be made and converted to this by sdpa at every call)."""
+    import torch
+
+    key = (length, prefix, dtype, device, stacked)
     mask = _MASKS.get(key)
     if mask is None:
         if len(_MASKS) >= 256:  # a few batches' worth; lengths vary, so the oldest go
             _MASKS.pop(next(iter(_MASKS)))
         seen = torch.ones(length, prefix + length, dtype=torch.bool, device=device).tril(prefix)
-        mask = _MASKS[key] = torch.zeros(seen.shape, dtype=dtype, device=device).masked_fill_(~seen, float("-inf"))
+        mask = torch.zeros(seen.shape, dtype=dtype, device=device).masked_fill_(~seen, float("-inf"))
+        _MASKS[key] = mask = mask.repeat(stacked, 1) if stacked > 1 else mask
     return mask
 
 

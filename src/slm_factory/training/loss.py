@@ -68,6 +68,10 @@ def labelled_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any = 
 
 
 HEAD_CHUNK = 256  # rows of logits at a time: of 64 to 512, 256 and 512 were fastest; 256 holds 75 MB of buffers
+# Rows of a chunk whose softmax runs at once in an fp32 buffer: 32 rows (6 MB for 49k tokens) instead
+# of the chunk's 50 MB. As fast inside a training step (alternating steps on one batch: 3.65 against
+# 3.70 s median), 44 MB less held, and the buffer stays in the CPU's cache between passes.
+HEAD_BLOCK = 32
 
 
 def head_cross_entropy(hidden: Any, weight: Any, targets: Any) -> tuple[Any, Any]:
@@ -98,25 +102,19 @@ def _head_cross_entropy_function() -> Any:
             # made the copies 60 ms each inside a training step (torch.profiler).
             width = min(HEAD_CHUNK, hidden.shape[0])
             raw = torch.empty(width, weight.shape[0], dtype=weight.dtype, device=hidden.device)
-            exact = raw if weight.dtype == torch.float32 else torch.empty(raw.shape, dtype=torch.float32,
-                                                                          device=hidden.device)
+            exact = torch.empty(min(HEAD_BLOCK, width), weight.shape[0], dtype=torch.float32, device=hidden.device)
             with torch.autocast(hidden.device.type, enabled=False):
                 for start in range(0, hidden.shape[0], HEAD_CHUNK):
                     rows = hidden[start:start + HEAD_CHUNK].to(weight.dtype)
+                    logits = torch.mm(rows, weight.T, out=raw[:rows.shape[0]])  # as head(hidden) gives them
                     chosen = targets[start:start + HEAD_CHUNK]
-                    n = rows.shape[0]
-                    logits = torch.mm(rows, weight.T, out=raw[:n])  # as head(hidden) gives them
-                    scores = exact[:n].copy_(logits) if exact is not raw else logits
-                    top, predicted = scores.max(dim=-1)
-                    correct += (predicted == chosen).sum()
-                    target_scores = scores.gather(1, chosen[:, None])[:, 0]
-                    sums = scores.sub_(top[:, None]).exp_().sum(dim=-1)  # softmax, not yet normalised
-                    total += (sums.log() + top - target_scores).sum()
+                    for first in range(0, rows.shape[0], HEAD_BLOCK):
+                        block_total, block_correct = _softmax_gradient_in_place(
+                            logits[first:first + HEAD_BLOCK], chosen[first:first + HEAD_BLOCK], exact)
+                        total += block_total
+                        correct += block_correct
                     if grad is not None:
-                        probabilities = scores.div_(sums[:, None])
-                        probabilities[torch.arange(n, device=chosen.device), chosen] -= 1
-                        gradient = raw[:n].copy_(probabilities) if exact is not raw else probabilities
-                        grad[start:start + HEAD_CHUNK] = gradient @ weight
+                        grad[start:start + HEAD_CHUNK] = logits @ weight
             ctx.save_for_backward(grad)
             ctx.mark_non_differentiable(correct)
             return total, correct
@@ -128,6 +126,25 @@ def _head_cross_entropy_function() -> Any:
 
     _FUNCTION = HeadCrossEntropy
     return _FUNCTION
+
+
+def _softmax_gradient_in_place(logits: Any, targets: Any, exact: Any) -> tuple[Any, Any]:
+    """(summed cross-entropy, correct top-1 count) of these rows of logits; the rows are overwritten
+    with the loss's gradient over them (softmax minus one-hot), computed in fp32 in ``exact``."""
+    import torch
+
+    n = logits.shape[0]
+    top, predicted = logits.max(dim=-1)
+    top = top.float()
+    rows = torch.arange(n, device=logits.device)
+    target_scores = logits[rows, targets].float()
+    # In place in the two buffers: a mixed-dtype op with out= makes a temporary of the block's size,
+    # and fresh 6 MB tensors cost page faults (torch.profiler: 4.7 ms per copy inside a step).
+    exps = exact[:n].copy_(logits).sub_(top[:, None]).exp_()
+    sums = exps.sum(dim=-1)
+    exps[rows, targets] -= sums  # so the division leaves probability - 1 there, exact in fp32
+    logits.copy_(exps.div_(sums[:, None]))
+    return (sums.log() + top - target_scores).sum(), (predicted == targets).sum()
 
 
 def bf16_on_cpu(model: Any) -> bool:
