@@ -193,7 +193,7 @@ def test_padded_rows_give_each_example_its_own_logits(tiny_llama_dir, features):
         torch.testing.assert_close(logits[r, :n], alone_logits(eager, feature), atol=1e-5, rtol=1e-5)
 
 
-def test_an_examples_mask_sees_the_prefix_and_its_own_past_and_the_cache_stays_bounded():
+def test_an_examples_mask_sees_the_prefix_and_its_own_past_and_the_cache_stays_within_its_size():
     import torch
 
     from slm_factory.training import attention
@@ -205,6 +205,9 @@ def test_an_examples_mask_sees_the_prefix_and_its_own_past_and_the_cache_stays_b
                              [True, True, True, True, True]]
     assert bool(torch.isneginf(mask[~seen]).all())
     assert attention._prefix_mask(3, 2, torch.float32, torch.device("cpu")) is mask  # made once, shared by layers
-    for length in range(1, 400):
-        attention._prefix_mask(length, 7, torch.float32, torch.device("cpu"))
-    assert len(attention._MASKS) <= 256
+    stacked = attention._prefix_mask(3, 2, torch.bfloat16, torch.device("cpu"), 3)
+    assert stacked.shape == (9, 5) and torch.equal(stacked.float(), mask.repeat(3, 1))
+    for length in range(1, 900, 7):
+        last = attention._prefix_mask(length, 60, torch.bfloat16, torch.device("cpu"), 3)
+        assert sum(m.nbytes for m in attention._MASKS.values()) <= attention.MASK_CACHE_BYTES
+    assert attention._prefix_mask(length, 60, torch.bfloat16, torch.device("cpu"), 3) is last  # the newest stays

@@ -166,6 +166,10 @@ def _matmul_attention_function() -> Any:
 
 
 _MASKS: dict[tuple[int, int, Any, Any, int], Any] = {}
+# A batch needs a mask per example, reused by every layer: 64 MB holds a few batches of QA-length
+# examples (a 300-token example over a 60-token prefix, three heads stacked: 0.6 MB in bf16) and one
+# batch of 1,000-token ones.
+MASK_CACHE_BYTES = 64 * 2**20
 
 
 def _prefix_mask(length: int, prefix: int, dtype: Any, device: Any, stacked: int = 1) -> Any:
@@ -178,11 +182,13 @@ def _prefix_mask(length: int, prefix: int, dtype: Any, device: Any, stacked: int
     key = (length, prefix, dtype, device, stacked)
     mask = _MASKS.get(key)
     if mask is None:
-        if len(_MASKS) >= 256:  # a few batches' worth; lengths vary, so the oldest go
-            _MASKS.pop(next(iter(_MASKS)))
         seen = torch.ones(length, prefix + length, dtype=torch.bool, device=device).tril(prefix)
         mask = torch.zeros(seen.shape, dtype=dtype, device=device).masked_fill_(~seen, float("-inf"))
-        _MASKS[key] = mask = mask.repeat(stacked, 1) if stacked > 1 else mask
+        mask = mask.repeat(stacked, 1) if stacked > 1 else mask
+        # Lengths vary from batch to batch, so the oldest masks go once the cache passes its size.
+        while _MASKS and sum(m.nbytes for m in _MASKS.values()) + mask.nbytes > MASK_CACHE_BYTES:
+            _MASKS.pop(next(iter(_MASKS)))
+        _MASKS[key] = mask
     return mask
 
 
