@@ -51,7 +51,6 @@ def segment_attention(module: Any, query: Any, key: Any, value: Any, attention_m
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
     bounds = kwargs["cu_seq_lens_q"].tolist()
-    prefix = bounds[0]
     gqa = getattr(module, "num_key_value_groups", 1) > 1
     dtype = query.dtype
     if MATMUL_ON_CPU and _matmul_serves(query, bounds, dropout):
@@ -63,11 +62,23 @@ def segment_attention(module: Any, query: Any, key: Any, value: Any, attention_m
         # with the whole step otherwise bf16 (loss.lora_in_bf16), 420 against 388 real tokens/s.
         query, key, value = query.float(), key.float(), value.float()
 
-    def attend(queries: Any, keys: Any, values: Any, mask: Any = None) -> Any:
+    def attend(queries: Any, keys: Any, values: Any, seen_prefix: int) -> Any:
+        mask = _prefix_mask(queries.shape[2], seen_prefix, query.dtype, query.device) if seen_prefix else None
         with torch.autocast("cpu", enabled=False) if fp32 else contextlib.nullcontext():
             return F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask, is_causal=mask is None,
                                                   dropout_p=dropout, scale=scaling, enable_gqa=gqa)
 
+    return _over_segments(query, key, value, bounds, attend).to(dtype).transpose(1, 2).contiguous(), None
+
+
+def _over_segments(query: Any, key: Any, value: Any, bounds: list[int], attend: Any) -> Any:
+    """The segments' attention over a ``[1, heads, tokens, dim]`` row, ``[1, heads, tokens, dim]``
+    back: the prefix causally over itself, then each example over the prefix and causally over its
+    own tokens. ``attend(queries, keys, values, seen_prefix)`` does one part; ``seen_prefix`` is how
+    many of its keys are the prefix (0: plain causal)."""
+    import torch
+
+    prefix = bounds[0]
     # split, not slicing: a slice's backward fills a zero tensor of the whole row for every slice
     # (8 examples x q, k, v x 30 layers a step), split's backward is one concatenation.
     sizes = [end - start for start, end in zip(bounds[:-1], bounds[1:])]
@@ -75,13 +86,12 @@ def segment_attention(module: Any, query: Any, key: Any, value: Any, attention_m
         sizes.insert(0, prefix)
     queries, keys, values = (t.split(sizes, dim=2) for t in (query, key, value))
     if not prefix:
-        parts = [attend(q, k, v) for q, k, v in zip(queries, keys, values)]
+        parts = [attend(q, k, v, 0) for q, k, v in zip(queries, keys, values)]
     else:
-        parts = [attend(queries[0], keys[0], values[0])]
+        parts = [attend(queries[0], keys[0], values[0], 0)]
         for q, k, v in zip(queries[1:], keys[1:], values[1:]):
-            mask = _prefix_mask(q.shape[2], prefix, query.dtype, query.device)
-            parts.append(attend(q, torch.cat([keys[0], k], dim=2), torch.cat([values[0], v], dim=2), mask))
-    return torch.cat(parts, dim=2).to(dtype).transpose(1, 2).contiguous(), None
+            parts.append(attend(q, torch.cat([keys[0], k], dim=2), torch.cat([values[0], v], dim=2), prefix))
+    return torch.cat(parts, dim=2)
 
 
 def _matmul_serves(query: Any, bounds: list[int], dropout: float) -> bool:
@@ -96,28 +106,15 @@ def matmul_segments(query: Any, key: Any, value: Any, bounds: list[int], scaling
     """segment_attention's result as batched matmuls (`_matmul_attention_function`): the prefix
     causally over itself, then each example over the prefix and causally over its own tokens.
     Returns ``[1, tokens, heads, dim]``."""
-    import torch
-
-    prefix = bounds[0]
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    attend = _matmul_attention_function().apply
-    sizes = [end - start for start, end in zip(bounds[:-1], bounds[1:])]
-    if prefix:
-        sizes.insert(0, prefix)
+    function = _matmul_attention_function()
     groups = query.shape[1] // key.shape[1]  # query heads per key/value head
 
-    def mask(length: int, seen_prefix: int) -> Any:
-        return _prefix_mask(length, seen_prefix, query.dtype, query.device, groups)
+    def attend(queries: Any, keys: Any, values: Any, seen_prefix: int) -> Any:
+        mask = _prefix_mask(queries.shape[2], seen_prefix, query.dtype, query.device, groups)
+        return function.apply(queries[0], keys[0], values[0], mask, scale)[None]
 
-    queries, keys, values = (t[0].split(sizes, dim=1) for t in (query, key, value))
-    if not prefix:
-        parts = [attend(q, k, v, mask(q.shape[1], 0), scale) for q, k, v in zip(queries, keys, values)]
-    else:
-        parts = [attend(queries[0], keys[0], values[0], mask(prefix, 0), scale)]
-        for q, k, v in zip(queries[1:], keys[1:], values[1:]):
-            parts.append(attend(q, torch.cat([keys[0], k], dim=1), torch.cat([values[0], v], dim=1),
-                                mask(q.shape[1], prefix), scale))
-    return torch.cat(parts, dim=1).transpose(0, 1).unsqueeze(0).contiguous()
+    return _over_segments(query, key, value, bounds, attend).transpose(1, 2).contiguous()
 
 
 _MATMUL_ATTENTION: Any = None
