@@ -222,6 +222,8 @@ def test_resume_takes_the_newest_checkpoint_that_was_saved_whole(tmp_path):
             (folder / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
     (folder / "checkpoint-x").mkdir()
     assert sft.last_complete_checkpoint(folder) == str(folder / "checkpoint-8")
+    (folder / "checkpoint-8" / "trainer_state.json").write_text("{broken")  # damaged after the save
+    assert sft.last_complete_checkpoint(folder) == str(folder / "checkpoint-4")
 
 
 def test_epochs_auto_sizes_to_the_data():

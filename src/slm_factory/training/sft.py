@@ -9,6 +9,7 @@ that keeps examples apart, packing.py) → the best adapter, saved atomically, a
 from __future__ import annotations
 
 import functools
+import json
 import math
 import random
 import shutil
@@ -475,13 +476,26 @@ def progress_callback(ctx: StageContext, tokens_per_epoch: int) -> Any:
     return _make_progress_callback()(ctx, tokens_per_epoch)
 
 
+def _checkpoints(folder: Path) -> list[Path]:
+    """The `checkpoint-N` folders in `folder`, oldest first."""
+    found = [p for p in folder.glob("checkpoint-*") if p.name.removeprefix("checkpoint-").isdigit()]
+    return sorted(found, key=lambda p: int(p.name.removeprefix("checkpoint-")))
+
+
+def _saved_whole(checkpoint: Path) -> bool:
+    """The Trainer writes trainer_state.json last, so a checkpoint cut short (Ctrl-C while saving)
+    has none, and a damaged one does not read as JSON: resuming from either would fail."""
+    try:
+        return isinstance(json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8")), dict)
+    except (OSError, ValueError):
+        return False
+
+
 def last_complete_checkpoint(folder: Path) -> str | None:
-    """The newest `checkpoint-N` in `folder` that was saved whole. The Trainer writes
-    trainer_state.json last, so a checkpoint cut short (Ctrl-C while saving) has none; transformers'
-    get_last_checkpoint would pick it and resuming would fail."""
-    steps = [int(p.name.removeprefix("checkpoint-")) for p in folder.glob("checkpoint-*")
-             if p.name.removeprefix("checkpoint-").isdigit() and (p / "trainer_state.json").is_file()]
-    return str(folder / f"checkpoint-{max(steps)}") if steps else None
+    """The newest `checkpoint-N` in `folder` that was saved whole (transformers' get_last_checkpoint
+    would pick one cut short, and resuming would fail)."""
+    whole = [p for p in _checkpoints(folder) if _saved_whole(p)]
+    return str(whole[-1]) if whole else None
 
 
 def resume_checkpoint(ctx: StageContext) -> str | None:
@@ -489,6 +503,10 @@ def resume_checkpoint(ctx: StageContext) -> str | None:
     folder = trainer_dir(ctx)
     last = last_complete_checkpoint(folder)
     if ctx.options.get("resume"):
+        newest = _checkpoints(folder)[-1:]
+        if newest and str(newest[0]) != last:
+            ctx.log.warning(f"--resume: {newest[0]} was not saved whole (its trainer_state.json is missing or "
+                            f"not JSON); {'continuing from ' + Path(last).name if last else 'no earlier one'}")
         if last is None:
             ctx.log.warning(f"--resume: no checkpoint in {folder}; training from the start")
         return last
